@@ -1,0 +1,63 @@
+"""Command line: ``testtime evaluate --problem P.py --candidate C.py --device cpu --json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from testtime.evaluation import EvalSettings, evaluate_one
+from testtime.prompting import candidate_source, extract_python_code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    problem = Path(args.problem).read_text()
+    raw = extract_python_code(Path(args.candidate).read_text())
+    source = candidate_source(raw, problem, mode="auto")
+    settings = EvalSettings(
+        device=args.device,
+        correctness_trials=args.trials,
+        timing_pairs=args.timing_pairs,
+        atol=args.atol,
+        rtol=args.rtol,
+        timeout_s=args.timeout,
+        candidate_budget_s=args.budget,
+        memory_mb=args.memory_mb,
+    )
+    result = evaluate_one(problem, source, settings).as_dict()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "correct" if result["correct"] else f"incorrect ({result['error_kind']})"
+        print(f"{verdict}; speedup {result['speedup']:.3f}x")
+        if result["error_message"]:
+            print(result["error_message"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="testtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="judge one candidate against a KernelBench-format problem")
+    ev.add_argument("--problem", required=True, help="KernelBench-format module: class Model, get_inputs, get_init_inputs")
+    ev.add_argument("--candidate", required=True, help="a body-only forward or a full ModelNew module")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    defaults = EvalSettings()
+    ev.add_argument("--trials", type=int, default=defaults.correctness_trials, help="correctness trials")
+    ev.add_argument("--timing-pairs", type=int, default=defaults.timing_pairs, help="interleaved timing pairs")
+    ev.add_argument("--atol", type=float, default=defaults.atol)
+    ev.add_argument("--rtol", type=float, default=defaults.rtol)
+    ev.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per worker request")
+    ev.add_argument("--budget", type=float, default=defaults.candidate_budget_s, help="seconds per candidate, all phases")
+    ev.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="candidate memory cap (CPU)")
+    args = parser.parse_args(argv)
+    for path in (args.problem, args.candidate):
+        if not Path(path).is_file():
+            parser.error(f"no such file: {path}")
+    return _evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Sampling backends: K completions per task with raw (temperature-1) log-probabilities.
+
+Every backend returns the same :class:`Completion` records, so surprisal means the same thing
+whichever engine drew the sample (ml-stack §2): the sum over completion tokens, stop token
+included, of log p(token) under the untempered, untruncated model distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float
+    max_new_tokens: int
+    top_k: int = 0  # 0 = no truncation (the paper sets only the temperature)
+    top_p: float = 1.0
+
+
+@dataclass
+class Completion:
+    sample_index: int
+    row_seed: int
+    text: str
+    token_ids: list[int]
+    token_logprobs: list[float]  # raw T=1 log-prob of each completion token, stop token included
+    finish_reason: str  # "stop" (a stop token was sampled) or "length"
+    prompt_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def lp_sum(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def lp_mean(self) -> float:
+        return self.lp_sum / max(1, len(self.token_logprobs))
+
+
+def row_seed(seed: int, suite: str, problem_id: int, sample_index: int) -> int:
+    """Seed of one sample, a function of (seed, task, index) only, never of batch layout.
+
+    A 48-bit slice of sha256 plus the index, the same scheme vLLM's ``SamplingParams(n=K,
+    seed=S)`` applies to its children (child i gets S+i).
+    """
+    digest = hashlib.sha256(f"{seed}:{suite}:{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:6], "big") + sample_index
+
+
+class Backend(Protocol):
+    """What a sampling engine must provide (transformers now, vLLM on GPUs later)."""
+
+    name: str
+
+    def render(self, messages: list[dict[str, str]]) -> str: ...
+
+    def sample(self, prompt: str, k: int, base_seed: int, params: SamplingParams) -> list[Completion]:
+        """Draw k completions of ``prompt``; completion i uses seed ``base_seed + i``."""
+        ...
+
+
+def make_backend(name: str, model_dir: str, **options) -> Backend:
+    if name == "transformers":
+        from testtime.sampling.hf import TransformersBackend
+
+        return TransformersBackend(model_dir, **options)
+    if name == "vllm":
+        from testtime.sampling.vllm_backend import VllmBackend
+
+        return VllmBackend(model_dir, **options)
+    raise ValueError(f"sampling.backend: unknown backend {name!r}; choose 'transformers' or 'vllm'")
