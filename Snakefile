@@ -1,0 +1,38 @@
+"""testtime: surprisal-guided selection and test-time strategies, from task data to figures.
+
+Read top-down: config is loaded and validated, each stage lives in rules/<stage>.smk, and
+`all` asks for the figures. `snakemake figures/fig4.pdf` builds Figure 4 and what it needs.
+"""
+
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+sys.path.insert(0, workflow.basedir)
+from testtime.config import ConfigError, validate  # noqa: E402
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+include: "rules/common.smk"
+include: "rules/tasks.smk"
+include: "rules/models.smk"
+include: "rules/sampling.smk"
+include: "rules/evaluation.smk"
+include: "rules/analysis.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "figures/fig4.pdf",

@@ -1,0 +1,23 @@
+rule sample:
+    input:
+        tasks="results/tasks/{suite}/tasks.parquet",
+        split="results/tasks/{suite}/split.json",
+        model=model_input,
+    output:
+        "results/samples/{model}/{suite}/seed{seed}.parquet",
+    log:
+        "results/logs/sample/{model}/{suite}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/sample/{model}/{suite}/seed{seed}.tsv"
+    conda:
+        "../envs/sampling.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        sampling=cfg("sampling"),
+        model=lambda wc: cfg("models", wc.model),
+        model_path=model_path,
+        code=code("testtime/sampling", "testtime/prompting.py", "testtime/stages.py"),
+    script:
+        "../workflow_scripts/sample.py"

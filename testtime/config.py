@@ -1,0 +1,100 @@
+"""Configuration: JSON-schema validation with defaults, and hashes of config sections.
+
+Errors name the offending key path (``sampling.temperature``) so a user can fix the file
+without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class: Any) -> Any:
+    """A validator that also fills schema defaults in (so jobs see complete sections)."""
+    from jsonschema import validators
+
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(error: Any) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        keys = ", ".join(f"{path + '.' if path else ''}{k}" for k in extra)
+        return keys or path or "<top level>"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        return f"{path}.{missing}" if path else missing
+    return path or "<top level>"
+
+
+def validate(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key."""
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = _with_defaults(Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for err in errors:
+            key = _key_path(err)
+            if err.validator == "additionalProperties":
+                lines.append(f"config key '{key}': unknown key (not in config/schema.yaml)")
+            else:
+                lines.append(f"config key '{key}': {err.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    run = config["run"]
+    for registry, name in (("models", run["model"]), ("suites", run["suite"])):
+        if name not in config[registry]:
+            raise ConfigError(
+                f"config key 'run.{registry[:-1]}': {name!r} is not defined under '{registry}' "
+                f"(defined: {sorted(config[registry])})"
+            )
+    return config
+
+
+def canonical(obj: Any) -> Any:
+    """Recursively key-sorted copy, so reordering YAML keys never changes a params repr."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(canonical(obj), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_hash(*paths: str | Path) -> str:
+    """Content hash of library files, passed as a param so library edits rerun their rules."""
+    h = hashlib.sha256()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
+    for f in sorted(files):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]

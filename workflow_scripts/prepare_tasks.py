@@ -1,0 +1,20 @@
+"""Load a task suite, split it like the paper, and mark the eval subset that gets sampled."""
+
+from _common import setup
+
+from testtime import provenance
+from testtime.records import write_parquet
+from testtime.stages import prepare_tasks
+
+
+def main(snakemake) -> None:  # noqa: ANN001
+    log = setup(snakemake)
+    spec = snakemake.params.suite
+    tasks, info = prepare_tasks(spec)
+    log.info("suite %s: %d tasks, eval %s, sampled subset %s", snakemake.wildcards.suite, len(tasks), info["eval"], info["subset"])
+    prov = provenance.build({"suite": spec}, suite=snakemake.wildcards.suite, suite_revision=info["suite_revision"])
+    write_parquet(tasks, snakemake.output.tasks, prov)
+    provenance.write_json_atomic(snakemake.output.split, {**info, "provenance": prov})
+
+
+main(snakemake)  # noqa: F821
