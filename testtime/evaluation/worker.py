@@ -84,6 +84,9 @@ def serve(
     """Entry point of a forked worker; never returns."""
     status = 0
     try:
+        import faulthandler
+
+        faulthandler.disable()  # a crashing candidate is an expected outcome, not a report for stderr
         _limit_resources(int(settings.get("memory_mb", 0)), settings["device"])
         os.chdir(scratch)
         import torch

