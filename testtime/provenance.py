@@ -36,11 +36,30 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+
+
+def deviations_from_paper(sections: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{"sampling.k": [ours, paper's]}`` for every key that differs from config/paper.yaml."""
+    import yaml
+
+    paper = yaml.safe_load(PAPER_CONFIG.read_text()) if PAPER_CONFIG.is_file() else {}
+    found: dict[str, list[Any]] = {}
+    for name, section in sections.items():
+        if not isinstance(section, dict) or not isinstance(paper.get(name), dict):
+            continue
+        for key, value in section.items():
+            if key in paper[name] and paper[name][key] != value:
+                found[f"{name}.{key}"] = [value, paper[name][key]]
+    return found
+
+
 def build(sections: dict[str, Any], **facts: Any) -> dict[str, Any]:
     """Provenance record: the config sections an output depends on, their hash, and facts."""
     return {
         "config_hash": config_hash(sections),
         "config": sections,
+        "deviations_from_paper": deviations_from_paper(sections),
         "packages": package_versions(),
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

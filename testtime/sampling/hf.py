@@ -11,6 +11,7 @@ that have stopped are dropped from the batch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -44,6 +45,9 @@ class TransformersBackend:
 
             model = PeftModel.from_pretrained(model, adapter_dir)
         self.model = model.to(self.device).eval()
+        # transformers 5.2x renamed past_key_values to cache; older releases only know the former.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.chat_format = chat_format
         stop_ids = {self.tokenizer.eos_token_id}
         for tok in stop_tokens or []:
@@ -68,7 +72,7 @@ class TransformersBackend:
         n_prompt = prompt_ids.shape[1]
         generators = [torch.Generator(device=self.device).manual_seed(base_seed + i) for i in range(k)]
         out = self.model(input_ids=prompt_ids, use_cache=True)
-        cache = out.past_key_values
+        cache = _cache_of(out)
         cache.batch_repeat_interleave(k)
         logits = out.logits[:, -1, :].float().expand(k, -1)
 
@@ -97,8 +101,9 @@ class TransformersBackend:
                 chosen = chosen[keep]
                 active = [active[int(j)] for j in keep]
             position = torch.full((len(active), 1), n_prompt + step, device=self.device)
-            out = self.model(input_ids=chosen[:, None], past_key_values=cache, position_ids=position, use_cache=True)
-            cache = out.past_key_values
+            step_args = {self._cache_arg: cache}
+            out = self.model(input_ids=chosen[:, None], position_ids=position, use_cache=True, **step_args)
+            cache = _cache_of(out)
             logits = out.logits[:, -1, :].float()
 
         results = []
@@ -138,5 +143,6 @@ class TransformersBackend:
         return results
 
 
-def describe(backend: Any) -> dict[str, Any]:
-    return {"backend": backend.name, "device": str(getattr(backend, "device", "")), "stop_ids": getattr(backend, "stop_ids", [])}
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
