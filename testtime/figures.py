@@ -49,7 +49,13 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
     for xi, s in zip(x, summary["mean_speedup"]):
         ax_b.text(xi, max(s, 1e-3) * 1.05, f"{s:.2f}x", ha="center", fontsize=8)
     if style.get("log_speedup", True):
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
         ax_b.set_yscale("log")
+        ax_b.set_ylim(min(0.1, float(speed.min()) / 2), max(2.0, float(speed.max()) * 3))
+        ax_b.yaxis.set_major_locator(LogLocator(base=10))
+        ax_b.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax_b.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax_b.axhline(1.0, color="black", lw=0.8, ls="--")
     ax_b.set_ylabel("mean selected speedup (x)")
     ax_b.set_title("(b) mean speedup", fontsize=10)
