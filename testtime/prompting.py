@@ -74,19 +74,24 @@ _COMPACT_EXAMPLE_USER = (
 _COMPACT_EXAMPLE_ANSWER = "return torch.nn.functional.silu(x)"
 
 
-def forward_source(code: str) -> str:
-    """Source of ``Model.forward`` in a KernelBench module (the whole code if not found)."""
+def _method(code: str, cls: str, name: str = "forward") -> ast.FunctionDef | None:
+    """``cls.name`` as an AST node, or None when the code does not parse or lacks it."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return code
+        return None
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "Model":
+        if isinstance(node, ast.ClassDef) and node.name == cls:
             for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "forward":
-                    item = _without_docstring(item)
-                    return ast.unparse(item) + "\n"
-    return code
+                if isinstance(item, ast.FunctionDef) and item.name == name:
+                    return item
+    return None
+
+
+def forward_source(code: str) -> str:
+    """Source of ``Model.forward`` in a KernelBench module (the whole code if not found)."""
+    method = _method(code, "Model")
+    return code if method is None else ast.unparse(_without_docstring(method)) + "\n"
 
 
 def _without_docstring(fn: ast.FunctionDef) -> ast.FunctionDef:
@@ -117,12 +122,16 @@ def build_messages(variant: str, problem_id: int, name: str, code: str) -> list[
     raise ValueError(f"sampling.prompt_variant: unknown variant {variant!r}; choose one of {PROMPT_VARIANTS}")
 
 
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """Render messages with the model's own chat template, ending at the assistant turn.
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]], chat_format: str = "template") -> str:
+    """Render messages into the prompt string, ending at the assistant turn.
 
-    gpt-oss needs the cookbook's ``gpt_oss_no_sysprompt`` rendering instead of its HF template
-    (reference-protocol §3.2), selected by the model's ``chat_format``.
+    ``template`` uses the model's own chat template; gpt-oss needs the cookbook's
+    ``gpt_oss_no_sysprompt`` rendering instead of its HF template (reference-protocol §3.2).
     """
+    if chat_format == "gpt_oss_no_sysprompt":
+        return render_gpt_oss_no_sysprompt(messages)
+    if chat_format != "template":
+        raise ValueError(f"models.*.chat_format: unknown format {chat_format!r}")
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -164,25 +173,13 @@ def _forward_body(action: str) -> str:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "forward":
             return "\n".join(ast.unparse(s) for s in node.body)
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "ModelNew":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "forward":
-                    return "\n".join(ast.unparse(s) for s in item.body)
-    return action
+    method = _method(action, "ModelNew")
+    return action if method is None else "\n".join(ast.unparse(s) for s in method.body)
 
 
 def _forward_args(ref_code: str) -> str:
-    try:
-        tree = ast.parse(ref_code)
-    except SyntaxError:
-        return "self, *args, **kwargs"
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "Model":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "forward":
-                    return ast.unparse(item.args)
-    return "self, *args, **kwargs"
+    method = _method(ref_code, "Model")
+    return "self, *args, **kwargs" if method is None else ast.unparse(method.args)
 
 
 def is_full_modelnew(action: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ def row_seed(seed: int, suite: str, problem_id: int, sample_index: int) -> int:
     """
     digest = hashlib.sha256(f"{seed}:{suite}:{problem_id}".encode()).digest()
     return int.from_bytes(digest[:6], "big") + sample_index
+
+
+def stop_token_ids(tokenizer: Any, stop_tokens: list[str] | None, where: str) -> list[int]:
+    """EOS plus the configured stop tokens, each checked to be a single token of the model."""
+    ids = {tokenizer.eos_token_id}
+    for tok in stop_tokens or []:
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise ValueError(f"models.*.stop_tokens: {tok!r} is not a token of {where}")
+        ids.add(tid)
+    return sorted(i for i in ids if i is not None)
 
 
 class Backend(Protocol):

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from testtime.prompting import render_gpt_oss_no_sysprompt, render_prompt
-from testtime.sampling import Completion, SamplingParams
+from testtime.prompting import render_prompt
+from testtime.sampling import Completion, SamplingParams, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +49,10 @@ class TransformersBackend:
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.chat_format = chat_format
-        stop_ids = {self.tokenizer.eos_token_id}
-        for tok in stop_tokens or []:
-            tid = self.tokenizer.convert_tokens_to_ids(tok)
-            if tid is None or tid == self.tokenizer.unk_token_id:
-                raise ValueError(f"models.*.stop_tokens: {tok!r} is not a token of {model_dir}")
-            stop_ids.add(tid)
-        self.stop_ids = sorted(i for i in stop_ids if i is not None)
+        self.stop_ids = stop_token_ids(self.tokenizer, stop_tokens, model_dir)
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        if self.chat_format == "gpt_oss_no_sysprompt":
-            return render_gpt_oss_no_sysprompt(messages)
-        return render_prompt(self.tokenizer, messages)
+        return render_prompt(self.tokenizer, messages, self.chat_format)
 
     @torch.inference_mode()
     def sample(self, prompt: str, k: int, base_seed: int, params: SamplingParams) -> list[Completion]:

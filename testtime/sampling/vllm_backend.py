@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from testtime.prompting import render_gpt_oss_no_sysprompt, render_prompt
-from testtime.sampling import Completion, SamplingParams
+from testtime.prompting import render_prompt
+from testtime.sampling import Completion, SamplingParams, stop_token_ids
 
 
 class VllmBackend:
@@ -43,10 +43,7 @@ class VllmBackend:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_format = chat_format
-        ids = {self.tokenizer.eos_token_id}
-        for tok in stop_tokens or []:
-            ids.add(self.tokenizer.convert_tokens_to_ids(tok))
-        self.stop_ids = sorted(i for i in ids if i is not None)
+        self.stop_ids = stop_token_ids(self.tokenizer, stop_tokens, model_dir)
         self.lora = None
         if adapter_dir is not None:
             from vllm.lora.request import LoRARequest
@@ -54,9 +51,7 @@ class VllmBackend:
             self.lora = LoRARequest("adapter", 1, adapter_dir)
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        if self.chat_format == "gpt_oss_no_sysprompt":
-            return render_gpt_oss_no_sysprompt(messages)
-        return render_prompt(self.tokenizer, messages)
+        return render_prompt(self.tokenizer, messages, self.chat_format)
 
     def sample(self, prompt: str, k: int, base_seed: int, params: SamplingParams) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams
