@@ -1,4 +1,7 @@
-"""The evaluator on real tasks: every candidate runs in a worker process, failures become records."""
+"""The evaluator on real tasks: isolation, error records, and the CLI.
+
+Attack candidates (hack classes H1-H19 of evaluator.md §3.3) are in test_attacks.py.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +16,18 @@ import numpy as np
 import pytest
 
 from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
-from testtime.evaluation.engine import compare, prescreen
-from testtime.prompting import candidate_source
+from testtime.evaluation.engine import bootstrap_median_ci, compare
+from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
 
 TASKS = {t.name: t for t in load_bundled()}
 RELU = TASKS["ReLU"].code
-DIAG = TASKS["Matmul_with_diagonal_matrix"].code
-XENT = TASKS["CrossEntropyLoss"].code
 FAST = EvalSettings(correctness_trials=2, timing_pairs=3, warmup=1, timeout_s=10, candidate_budget_s=30)
 
 
-def judge(body: str, problem: str = RELU, settings: EvalSettings = FAST):
-    return evaluate_one(problem, candidate_source(body, problem), settings)
+def judge(body: str, problem: str = RELU, settings: EvalSettings = FAST, screened: str | None = None):
+    source = candidate_source(body, problem)
+    return evaluate_one(problem, source, settings, candidate_code(body) if screened is None else screened)
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +36,16 @@ def relu_evaluator():
         yield ev
 
 
-@pytest.mark.parametrize("body", ["return torch.relu(x)", "return x.clamp(min=0)", "return torch.nn.functional.relu(x)", "return torch.where(x > 0, x, torch.zeros_like(x))"])
-def test_equivalent_rewrites_are_correct(relu_evaluator, body):
-    result = relu_evaluator.evaluate(candidate_source(body, RELU))
-    assert result.correct, result.error_message
+def test_correct_candidate_record(relu_evaluator):
+    result = relu_evaluator.evaluate(candidate_source("return torch.relu(x)", RELU), "return torch.relu(x)")
+    assert result.correct and result.paper_correct, result.error_message
     assert result.error_kind is None
     assert result.speedup > 0 and result.runtime_us > 0 and result.ref_runtime_us > 0
-    assert len(result.runtime_trials_us) == FAST.timing_pairs
-
-
-def test_faster_rewrite_is_measured_faster():
-    result = judge("return A.unsqueeze(1) * B", DIAG)
-    assert result.correct, result.error_message
-    assert result.speedup > 3.0  # diag(A) @ B is an O(N^3) matmul; the broadcast is O(N^2)
-
-
-def test_integer_targets_keep_their_dtype():
-    result = judge("return torch.nn.functional.cross_entropy(predictions, targets)", XENT)
-    assert result.correct, result.error_message
+    assert result.speedup_ci_low <= result.speedup <= result.speedup_ci_high
+    assert len(result.runtime_trials_us) == len(result.ref_runtime_trials_us) == FAST.timing_pairs
+    assert result.trials_passed == FAST.correctness_trials + FAST.wide_trials
+    assert result.sandbox in {"landlock", "rlimits"}
+    assert result.timing_method == "perf_counter"
 
 
 @pytest.mark.parametrize(
@@ -61,27 +55,32 @@ def test_integer_targets_keep_their_dtype():
         ("return x.sum(dim=0)", "shape_mismatch"),
         ("return x.double().clamp(min=0)", "dtype_mismatch"),
         ("return (x +", "syntax_error"),
-        ("", "abstain"),
+        ("", "extraction_failed"),
         ("return None", "abstain"),
         ("return [torch.relu(x)]", "output_type_error"),
         ("raise ValueError('boom')", "runtime_error"),
         ("return torch.relu(x) * float('nan')", "nan_inf"),
         ("return torch.empty(50_000_000_000)", "oom"),
+        ("return undefined_name", "runtime_error"),
     ],
 )
 def test_wrong_candidates_get_an_error_kind(relu_evaluator, body, kind):
-    result = relu_evaluator.evaluate(candidate_source(body, RELU))
+    result = relu_evaluator.evaluate(candidate_source(body, RELU), candidate_code(body))
     assert not result.correct
-    assert result.speedup == 0.0
+    assert result.speedup == 0.0 and not result.fast_1
     assert result.error_kind == kind, result.error_message
 
 
-def test_candidate_code_never_runs_in_this_process(relu_evaluator, tmp_path):
-    marker = tmp_path / "ran"
-    body = f"open({str(marker)!r}, 'w').write(str(__import__('os').getpid()))\nreturn torch.relu(x)"
-    result = relu_evaluator.evaluate(candidate_source(body, RELU))
-    assert result.correct
-    assert int(marker.read_text()) != os.getpid()
+def test_candidate_code_runs_in_another_confined_process(tmp_path):
+    # The screen would reject `os` and `open`; the runtime must hold even when the screen is bypassed.
+    body = f"import os\nopen({str(tmp_path / 'escaped')!r}, 'w')\nraise RuntimeError(str(os.getpid()))"
+    result = judge(body, screened="return torch.relu(x)")
+    assert result.error_kind == "runtime_error"
+    if result.sandbox == "landlock":
+        assert "Permission denied" in result.error_message
+        assert not (tmp_path / "escaped").exists()
+    pid = judge("import os\nraise RuntimeError(str(os.getpid()))", screened="return x").error_message
+    assert str(os.getpid()) not in pid
 
 
 @pytest.mark.parametrize(
@@ -90,13 +89,14 @@ def test_candidate_code_never_runs_in_this_process(relu_evaluator, tmp_path):
         ("while True:\n    pass", "timeout"),
         ("import os\nos._exit(0)", "crash"),
         ("import ctypes\nctypes.string_at(0)", "crash"),
+        ("raise SystemExit(0)", "runtime_error"),
         ("import os\nwhile True:\n    os.fork()", None),
     ],
 )
 def test_hostile_candidates_end_as_records_within_the_timeout(body, kind):
     settings = EvalSettings(correctness_trials=1, timing_pairs=2, warmup=0, timeout_s=4, candidate_budget_s=8)
     started = time.monotonic()
-    result = judge(body, settings=settings)
+    result = judge(body, settings=settings, screened="return torch.relu(x)")  # screen bypassed on purpose
     elapsed = time.monotonic() - started
     assert not result.correct
     assert result.error_kind is not None
@@ -111,14 +111,50 @@ def test_a_broken_problem_is_a_reference_error():
     assert "bad task" in result.error_message
 
 
-def test_prescreen_and_compare_are_strict():
-    assert prescreen("")[0] == "extraction_failed"
-    assert prescreen("def f(:")[0] == "syntax_error"
-    assert prescreen("x = 1")[0] == "load_error"
+def test_integer_targets_keep_their_dtype_and_kernelbench_cast_breaks_them():
+    xent = TASKS["CrossEntropyLoss"].code
+    body = "return torch.nn.functional.cross_entropy(predictions, targets)"
+    assert judge(body, xent).correct
+    kb = EvalSettings(protocol="kernelbench", correctness_trials=1, timing_pairs=2, warmup=1)
+    assert judge(body, xent, kb).error_kind == "reference_error"  # KernelBench bug #151, reproduced on demand
+
+
+def test_kernelbench_protocol_accepts_what_hardened_rejects():
+    problem = HARDTANH_UNIT
+    kb = EvalSettings(protocol="kernelbench", correctness_trials=1, timing_pairs=3, warmup=1)
+    lenient = judge("return x", problem, kb, screened="return x")
+    assert lenient.correct and lenient.protocol == "kernelbench"  # the paper's evaluator passes identity on [0,1)
+    assert judge("return x", problem).error_kind == "output_aliases_input"
+
+
+HARDTANH_UNIT = """import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x):
+        return F.hardtanh(x, min_val=-1.0, max_val=1.0)
+
+def get_inputs():
+    return [torch.rand(64, 4096)]
+
+def get_init_inputs():
+    return []
+"""
+
+
+def test_compare_and_ci_helpers():
     ref = np.ones((2, 2), dtype=np.float32)
-    assert compare(ref, {"kind": "tensor"}, ref.copy(), 1e-4, 1e-4) == (None, 0.0)
-    assert compare(ref, {"kind": "tensor"}, ref + 1e-3, 1e-4, 1e-4)[0] == "numerical_mismatch"
-    assert compare(ref, {"kind": "other", "type": "list"}, None, 1e-4, 1e-4)[0] == "output_type_error"
+    meta = {"kind": "tensor", "dtype": "torch.float32", "device": "cpu", "strides": [2, 1]}
+    assert compare(ref, meta, meta, ref.copy(), 1e-4, 1e-4) == (None, 0.0)
+    assert compare(ref, meta, meta, ref + 1e-3, 1e-4, 1e-4)[0] == "numerical_mismatch"
+    assert compare(ref, meta, {**meta, "strides": [0, 0]}, ref.copy(), 1e-4, 1e-4)[0] == "output_type_error"
+    assert compare(ref, meta, {"kind": "other", "type": "list"}, None, 1e-4, 1e-4)[0] == "output_type_error"
+    low, high = bootstrap_median_ci([1.0, 1.1, 0.9, 1.05, 0.95])
+    assert 0.9 <= low <= 1.0 <= high <= 1.1
 
 
 def _cli(problem: Path, candidate: Path) -> dict:
@@ -150,4 +186,4 @@ def test_cli_prints_one_json_verdict(tmp_path, candidate, correct, kind):
     assert verdict["correct"] is correct
     assert verdict["error_kind"] == kind
     assert (verdict["speedup"] > 0) is correct
-    assert {"runtime_us", "ref_runtime_us"} <= set(verdict)
+    assert {"runtime_us", "ref_runtime_us", "speedup_ci_low", "fast_1", "fast_1_sig", "paper_correct"} <= set(verdict)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from testtime.evaluation import EvalSettings, evaluate_one
-from testtime.prompting import candidate_source, extract_python_code
+from testtime.prompting import candidate_code, candidate_source, extract_python_code
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -16,16 +16,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     raw = extract_python_code(Path(args.candidate).read_text())
     source = candidate_source(raw, problem, mode="auto")
     settings = EvalSettings(
+        protocol=args.protocol,
         device=args.device,
         correctness_trials=args.trials,
         timing_pairs=args.timing_pairs,
-        atol=args.atol,
-        rtol=args.rtol,
         timeout_s=args.timeout,
         candidate_budget_s=args.budget,
         memory_mb=args.memory_mb,
     )
-    result = evaluate_one(problem, source, settings).as_dict()
+    result = evaluate_one(problem, source, settings, screened_code=candidate_code(raw, mode="auto")).as_dict()
     if args.json:
         print(json.dumps(result))
     else:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = EvalSettings()
     ev.add_argument("--trials", type=int, default=defaults.correctness_trials, help="correctness trials")
     ev.add_argument("--timing-pairs", type=int, default=defaults.timing_pairs, help="interleaved timing pairs")
-    ev.add_argument("--atol", type=float, default=defaults.atol)
-    ev.add_argument("--rtol", type=float, default=defaults.rtol)
+    ev.add_argument("--protocol", choices=["hardened", "kernelbench"], default=defaults.protocol)
     ev.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per worker request")
     ev.add_argument("--budget", type=float, default=defaults.candidate_budget_s, help="seconds per candidate, all phases")
     ev.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="candidate memory cap (CPU)")

@@ -216,6 +216,16 @@ def assemble_modelnew_code(raw_action: str, ref_code: str) -> str:
 ASSEMBLY_MODES = ("paper", "auto")
 
 
+def candidate_code(raw_action: str, mode: str = "auto") -> str:
+    """The part of the evaluated module the candidate wrote: what the static screen inspects.
+
+    The reference source it is joined to is trusted and never screened.
+    """
+    if mode == "auto" and is_full_modelnew(raw_action):
+        return raw_action
+    return _forward_body(raw_action) if raw_action.strip() else ""
+
+
 def candidate_source(raw_action: str, ref_code: str, mode: str = "auto") -> str:
     """Module source to evaluate for a model answer or a user's candidate file.
 

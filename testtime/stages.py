@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from testtime import analysis
-from testtime.prompting import build_messages, candidate_source, extract_python_code
+from testtime.prompting import build_messages, candidate_code, candidate_source, extract_python_code
 from testtime.tasks import load_suite, make_split, suite_revision
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
                 digest = hashlib.sha256(source.encode()).hexdigest()[:16]
                 reused = evaluation["dedupe"] and digest in verdicts
                 if not reused:
-                    verdicts[digest] = ev.evaluate(source).as_dict()
+                    screened = candidate_code(s.raw_action, mode=evaluation["assembly"])
+                    verdicts[digest] = ev.evaluate(source, screened).as_dict()
                 verdict = verdicts[digest]
                 rows.append(
                     {
@@ -117,7 +118,6 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
                         "candidate_hash": digest,
                         "reused_verdict": reused,
                         **verdict,
-                        "fast_1": bool(verdict["correct"] and verdict["speedup"] > 1.0),
                     }
                 )
         n_correct = sum(r["correct"] for r in rows if r["problem_id"] == problem_id)

@@ -1,58 +1,108 @@
 """The trusted side of evaluation: spawn workers, compare outputs, time, write verdicts.
 
 One :class:`Evaluator` serves one task. It forks a reference worker once (it never sees
-candidate code) and computes the reference outputs of every trial's input set; then, for each
-candidate, it forks a fresh candidate worker, checks its outputs against the reference, and
-times reference and candidate alternately (ABAB...) so machine drift cancels in the per-pair
-ratios. Every failure mode of a candidate ends as a record with an ``error_kind``.
+candidate code) and keeps the reference outputs of every input set. For each candidate it
+screens the code, forks a fresh candidate worker, checks its outputs on every set against the
+reference, times reference and candidate alternately over a rotating pool of input sets, and
+finally checks the outputs of the timed calls too. Every failure is a record, never an
+exception.
+
+Two protocols share this engine (``EvalSettings.protocol``):
+- ``hardened`` (default): static screen, wide-distribution trials, integrity checks after every
+  call, interleaved timing with a median of per-pair ratios and a bootstrap CI, timed-output
+  verification, TF32 off, integer inputs kept.
+- ``kernelbench``: KernelBench's semantics (trial counts from config, mean of candidate trials
+  then mean of reference trials, all inputs cast to fp32, PyTorch's TF32 default, grad enabled)
+  without our defences, so a user can see how the paper's numbers arise. Isolation stays.
 """
 
 from __future__ import annotations
 
-import ast
 import logging
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from testtime.evaluation import wire
+from testtime.evaluation.screen import screen
 from testtime.evaluation.worker import kill_group, serve
 
 logger = logging.getLogger(__name__)
 
+KB_TOLERANCES = {"float32": (1e-4, 1e-4), "float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
+
 
 @dataclass(frozen=True)
 class EvalSettings:
+    protocol: str = "hardened"
     device: str = "cpu"
-    correctness_trials: int = 3
-    timing_pairs: int = 7
-    warmup: int = 2
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    timeout_s: float = 20.0  # per request to a worker (load, one forward, one timed call)
-    candidate_budget_s: float = 60.0  # wall-clock cap on one candidate, all phases together
+    correctness_trials: int = 5
+    wide_trials: int = 1
+    wide_scale: float = 3.0
+    timing_pairs: int = 5
+    pool_size: int = 3
+    warmup: int = 10
+    inner_repeats: int = 3  # CPU timing: a sample is the fastest of this many back-to-back calls
+    tolerances: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {k: {"atol": a, "rtol": r} for k, (a, r) in KB_TOLERANCES.items()}
+    )
+    cast_integer_inputs: bool = False
+    pytorch_tf32_default: bool = False
+    allow_torch_compile: bool = False
+    timeout_s: float = 20.0  # per request to a worker (one forward, one timed call)
+    load_timeout_s: float = 120.0  # importing the candidate, including inline-CUDA compilation
+    candidate_budget_s: float = 300.0  # wall-clock cap on one candidate, all phases together
     memory_mb: int = 4096
     threads: int = 1
     seed: int = 0  # base of the trial input seeds
     init_seed: int = 42
+    ci_level: float = 0.95
+    landlock: bool = True
+    cpu_core: int | None = None  # pin reference and candidate workers to this core (CPU timing)
 
     @classmethod
     def from_config(cls, section: dict[str, Any], device: str | None = None) -> "EvalSettings":
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in section.items() if k in known}
         if device is not None:
             values["device"] = device
-        return cls(**values)
+        settings = cls(**values)
+        if settings.protocol not in ("hardened", "kernelbench"):
+            raise ValueError(f"evaluation.protocol: unknown protocol {settings.protocol!r}")
+        return settings
+
+    @property
+    def hardened(self) -> bool:
+        return self.protocol == "hardened"
 
     def worker_settings(self) -> dict[str, Any]:
-        return {"device": self.device, "memory_mb": self.memory_mb, "threads": self.threads, "init_seed": self.init_seed}
+        hardened = self.hardened
+        seeds = [self.seed + i for i in range(self.correctness_trials)]
+        return {
+            "device": self.device,
+            "memory_mb": self.memory_mb,
+            "threads": self.threads,
+            "init_seed": self.init_seed,
+            "seeds": seeds,
+            "wide_seeds": [self.seed + 1000 + i for i in range(self.wide_trials)] if hardened else [],
+            "wide_scale": self.wide_scale,
+            "cast_inputs": self.cast_integer_inputs or not hardened,
+            "pytorch_tf32_default": self.pytorch_tf32_default or not hardened,
+            "no_grad": hardened,
+            "hardened": hardened,
+            "landlock": self.landlock,
+            "pool_size": self.pool_size if hardened else 1,
+            "inner_repeats": self.inner_repeats if hardened and self.device == "cpu" else 1,
+            "cpu_core": self.cpu_core,
+        }
 
 
 @dataclass
@@ -63,14 +113,23 @@ class EvalResult:
     error_message: str | None = None
     runtime_us: float | None = None
     ref_runtime_us: float | None = None
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
+    fast_1: bool = False
+    fast_1_sig: bool = False
+    paper_correct: bool = False  # the normal-distribution trials alone, as KernelBench would judge
     max_abs_diff: float | None = None
     trials_passed: int = 0
     runtime_trials_us: list[float] = field(default_factory=list)
     ref_runtime_trials_us: list[float] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    protocol: str = "hardened"
+    timing_method: str = ""
+    sandbox: str = ""
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 class WorkerFailed(Exception):
@@ -87,16 +146,16 @@ class _Worker:
 
     def __init__(self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str):
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        seeds = [settings.seed + i for i in range(settings.correctness_trials)]
         self.process = self._ctx.Process(
             target=serve,
-            args=(child_end, role, problem_src, candidate_src, seeds, settings.worker_settings(), scratch),
+            args=(child_end, role, problem_src, candidate_src, settings.worker_settings(), scratch),
             daemon=True,
         )
         self.process.start()
         child_end.close()
         self.conn = parent_end
         self.timeout = settings.timeout_s
+        self.last_rtt_ns = 0
 
     def receive(self, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
         timeout = self.timeout if timeout is None else timeout
@@ -107,21 +166,33 @@ class _Worker:
         if not ready:
             raise WorkerFailed("timeout", f"no answer within {timeout:.1f} s")
         try:
-            message = self.conn.recv_bytes(wire.MAX_MESSAGE_BYTES)
-            return wire.unpack(message)
+            return wire.unpack(self.conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
         except (EOFError, OSError):
             self.process.join(1.0)
-            code = self.process.exitcode
-            raise WorkerFailed("crash", f"worker exited (exit code {code}) without answering") from None
+            raise WorkerFailed("crash", f"worker exited (exit code {self.process.exitcode}) without answering") from None
         except ValueError as exc:
             raise WorkerFailed("protocol_error", f"malformed reply: {exc}") from None
 
-    def request(self, header: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
+    def request(self, op: str, index: int, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
+        nonce = secrets.token_hex(8)
+        started = time.perf_counter_ns()
         try:
-            self.conn.send_bytes(wire.pack(header))
+            self.conn.send_bytes(wire.pack({"cmd": op, "set": index, "nonce": nonce}))
         except (BrokenPipeError, OSError):
             raise WorkerFailed("crash", "worker exited before the request") from None
-        return self.receive(timeout)
+        header, payload = self._answer(nonce, timeout)
+        self.last_rtt_ns = time.perf_counter_ns() - started
+        if op == "time":
+            self._answer(nonce, timeout)  # "settled": the worker's checks of that call passed
+        return header, payload
+
+    def _answer(self, nonce: str, timeout: float | None) -> tuple[dict[str, Any], bytes]:
+        header, payload = self.receive(timeout)
+        if header.get("nonce") != nonce:
+            raise WorkerFailed("protocol_error", "reply does not answer the request (forged or stale)")
+        if header.get("ok") is not True:
+            raise WorkerFailed(str(header.get("kind", "runtime_error")), str(header.get("error", "")))
+        return header, payload
 
     def close(self) -> None:
         try:
@@ -135,12 +206,7 @@ class _Worker:
         self.conn.close()
 
 
-def _check_reply(header: dict[str, Any]) -> None:
-    if header.get("ok") is not True:
-        raise WorkerFailed(str(header.get("kind", "runtime_error")), str(header.get("error", "")))
-
-
-def compare(ref: np.ndarray | None, meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float) -> tuple[str | None, float | None]:
+def compare(ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float) -> tuple[str | None, float | None]:
     """(error_kind, max_abs_diff) of one candidate output against the reference output."""
     if out is None:
         return ("abstain" if meta.get("type") == "NoneType" else "output_type_error"), None
@@ -148,11 +214,15 @@ def compare(ref: np.ndarray | None, meta: dict[str, Any], out: np.ndarray | None
         return "reference_error", None
     if out.shape != ref.shape:
         return "shape_mismatch", None
-    if out.dtype != ref.dtype:
+    if out.dtype != ref.dtype or meta.get("dtype") != ref_meta.get("dtype"):
         return "dtype_mismatch", None
+    if meta.get("device") != ref_meta.get("device"):
+        return "output_type_error", None
+    if 0 in meta.get("strides", []) and 0 not in ref_meta.get("strides", []) and out.size > 1:
+        return "output_type_error", None  # an expanded (stride-0) view: not a materialised result
     if ref.dtype.kind in "biu":
-        equal = bool(np.array_equal(ref, out))
-        return (None if equal else "numerical_mismatch"), float(np.abs(ref.astype(np.int64) - out.astype(np.int64)).max(initial=0))
+        diff = float(np.abs(ref.astype(np.int64) - out.astype(np.int64)).max(initial=0))
+        return (None if diff == 0 else "numerical_mismatch"), diff
     ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
     finite = np.isfinite(ref64)
     if not np.all(np.isfinite(out64[finite])) or not np.array_equal(ref64[~finite], out64[~finite], equal_nan=True):
@@ -163,17 +233,15 @@ def compare(ref: np.ndarray | None, meta: dict[str, Any], out: np.ndarray | None
     return (None if ok else "numerical_mismatch"), max_diff
 
 
-def prescreen(candidate_src: str) -> tuple[str | None, str | None]:
-    """Cheap checks in the parent, without executing anything."""
-    if not candidate_src.strip():
-        return "extraction_failed", "empty candidate"
-    try:
-        tree = ast.parse(candidate_src)
-    except SyntaxError as exc:
-        return "syntax_error", f"{exc.msg} (line {exc.lineno})"
-    if not any(isinstance(n, ast.ClassDef) and n.name == "ModelNew" for n in ast.walk(tree)):
-        return "load_error", "the candidate defines no class ModelNew"
-    return None, None
+def bootstrap_median_ci(ratios: list[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median per-pair ratio."""
+    values = np.asarray(ratios, dtype=np.float64)
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), size=(n_boot, len(values)))], axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))
 
 
 class Evaluator:
@@ -184,8 +252,10 @@ class Evaluator:
         self.settings = settings
         self.scratch = tempfile.mkdtemp(prefix="testtime-eval-")
         self.reference: _Worker | None = None
-        self.reference_outputs: list[np.ndarray | None] = []
+        self.reference_outputs: list[tuple[dict[str, Any], np.ndarray | None]] = []
         self.reference_error: str | None = None
+        self.wide_skipped: list[int] = []
+        self.n_normal = settings.correctness_trials
 
     def __enter__(self) -> "Evaluator":
         self._start_reference()
@@ -201,93 +271,189 @@ class Evaluator:
         os.makedirs(ref_dir)
         self.reference = _Worker("reference", self.problem_src, None, self.settings, ref_dir)
         try:
-            header, _ = self.reference.receive()
-            _check_reply(header)
-            for trial in range(self.settings.correctness_trials):
-                header, payload = self.reference.request({"cmd": "run", "trial": trial})
-                _check_reply(header)
-                self.reference_outputs.append(wire.decode_output(header["output"], payload))
+            header, _ = self.reference.receive(self.settings.load_timeout_s)
+            if header.get("ok") is not True:
+                raise WorkerFailed(str(header.get("kind")), str(header.get("error")))
+            for index in range(int(header["n_sets"])):
+                meta, payload = self.reference.request("run", index)
+                out = wire.decode_output(meta["output"], payload)
+                self.reference_outputs.append((meta["output"], out))
+            for index in range(self.n_normal, len(self.reference_outputs)):
+                normal = self.reference_outputs[index % self.n_normal][1]
+                wide = self.reference_outputs[index][1]
+                # The op's domain does not admit signed/wide inputs (log, sqrt, ...): skip that trial.
+                if wide is None or (wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal))):
+                    self.wide_skipped.append(index)
             for _ in range(self.settings.warmup):
-                _check_reply(self.reference.request({"cmd": "time", "trial": 0})[0])
+                self.reference.request("time", 0)
         except WorkerFailed as exc:
             self.reference_error = f"{exc.kind}: {exc.message}"
             logger.error("reference failed: %s", self.reference_error)
 
-    def evaluate(self, candidate_src: str) -> EvalResult:
+    def evaluate(self, candidate_src: str, screened_code: str | None = None) -> EvalResult:
+        """Judge ``candidate_src`` (a module defining ModelNew). ``screened_code`` is the part the
+        candidate wrote (screened statically); the whole source is screened when omitted."""
         started = time.monotonic()
-        result = self._evaluate(candidate_src)
-        result.wall_s = time.monotonic() - started
+        result = EvalResult(protocol=self.settings.protocol)
+        try:
+            self._evaluate(candidate_src, candidate_src if screened_code is None else screened_code, result)
+        finally:
+            result.wall_s = time.monotonic() - started
+        result.speedup = result.speedup if result.correct else 0.0
+        result.fast_1 = bool(result.correct and result.speedup > 1.0)
+        result.fast_1_sig = bool(result.correct and (result.speedup_ci_low or 0.0) > 1.0)
         return result
 
-    def _evaluate(self, candidate_src: str) -> EvalResult:
-        result = EvalResult()
+    def _evaluate(self, candidate_src: str, screened_code: str, result: EvalResult) -> None:
         if self.reference_error is not None:
             result.error_kind, result.error_message = "reference_error", self.reference_error
-            return result
-        kind, message = prescreen(candidate_src)
-        if kind is not None:
-            result.error_kind, result.error_message = kind, message
-            return result
+            return
+        if not screened_code.strip():
+            result.error_kind, result.error_message = "extraction_failed", "empty candidate"
+            return
+        try:
+            findings = screen(screened_code, self.settings.allow_torch_compile)
+        except SyntaxError as exc:
+            result.error_kind, result.error_message = "syntax_error", f"{exc.msg} (line {exc.lineno})"
+            return
+        if findings:
+            result.flags.extend(f"screen: {f}" for f in findings)
+            if self.settings.hardened:
+                result.error_kind = "forbidden_construct"
+                result.error_message = "; ".join(str(f) for f in findings)
+                return
         cand_dir = tempfile.mkdtemp(prefix="candidate-", dir=self.scratch)
         worker = _Worker("candidate", self.problem_src, candidate_src, self.settings, cand_dir)
         deadline = time.monotonic() + self.settings.candidate_budget_s
 
-        def remaining() -> float:
+        def remaining(limit: float | None = None) -> float:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerFailed("timeout", f"candidate exceeded its {self.settings.candidate_budget_s:.0f} s budget")
-            return min(left, self.settings.timeout_s)
+            return min(left, limit or self.settings.timeout_s)
 
         try:
-            header, _ = worker.receive(remaining())
-            _check_reply(header)
-            for trial, ref in enumerate(self.reference_outputs):
-                header, payload = worker.request({"cmd": "run", "trial": trial}, remaining())
-                _check_reply(header)
-                try:
-                    out = wire.decode_output(header["output"], payload)
-                except (KeyError, ValueError) as exc:
-                    raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
-                kind, diff = compare(ref, header["output"], out, self.settings.atol, self.settings.rtol)
-                if diff is not None:
-                    result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
-                if kind is not None:
-                    result.error_kind = kind
-                    result.error_message = f"trial {trial}: {kind}" + (f" (max abs diff {diff:.3g})" if diff is not None else "")
-                    return result
-                result.trials_passed += 1
-            self._time(worker, result, remaining)
+            header, _ = worker.receive(remaining(self.settings.load_timeout_s))
+            if header.get("ok") is not True:
+                raise WorkerFailed(str(header.get("kind", "load_error")), str(header.get("error", "")))
+            result.sandbox = str(header.get("sandbox", ""))
+            self._check_correctness(worker, result, remaining)
+            if self.settings.hardened:
+                self._time_interleaved(worker, result, remaining)
+                self._check_timed_outputs(worker, result, remaining)
+            else:
+                self._time_kernelbench(worker, result, remaining)
             result.correct = True
         except WorkerFailed as exc:
             result.error_kind, result.error_message = exc.kind, exc.message[-2000:]
         finally:
             worker.close()
             shutil.rmtree(cand_dir, ignore_errors=True)
-        return result
 
-    def _time(self, worker: _Worker, result: EvalResult, remaining: Any) -> None:
+    def _compare(self, index: int, meta: dict[str, Any], payload: bytes, result: EvalResult) -> str | None:
+        try:
+            out = wire.decode_output(meta, payload)
+        except (KeyError, ValueError) as exc:
+            raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
+        ref_meta, ref = self.reference_outputs[index]
+        atol, rtol = self._tolerance(ref_meta)
+        kind, diff = compare(ref, ref_meta, meta, out, atol, rtol)
+        if diff is not None:
+            result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
+        return kind
+
+    def _tolerance(self, ref_meta: dict[str, Any]) -> tuple[float, float]:
+        dtype = str(ref_meta.get("dtype", "torch.float32")).replace("torch.", "")
+        tol = self.settings.tolerances.get(dtype) or self.settings.tolerances.get("float32") or {"atol": 1e-4, "rtol": 1e-4}
+        return float(tol["atol"]), float(tol["rtol"])
+
+    def _check_correctness(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
+        for index in range(len(self.reference_outputs)):
+            if index in self.wide_skipped:
+                continue
+            header, payload = worker.request("run", index, remaining())
+            kind = self._compare(index, header["output"], payload, result)
+            wide = index >= self.n_normal
+            if kind is None:
+                result.trials_passed += 1
+                if index == self.n_normal - 1:
+                    result.paper_correct = True
+                continue
+            if wide and kind in ("numerical_mismatch", "nan_inf"):
+                kind = "robust_mismatch"  # right on the task's inputs, wrong on signed/wide ones
+            label = "wide trial" if wide else "trial"
+            raise WorkerFailed(kind, f"{label} {index}: {kind}" + (f" (max abs diff {result.max_abs_diff:.3g})" if result.max_abs_diff else ""))
+        if self.wide_skipped:
+            result.flags.append("wide_trials_skipped_domain")
+
+    def _time_interleaved(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
         assert self.reference is not None
-        for _ in range(self.settings.warmup):
-            _check_reply(worker.request({"cmd": "time", "trial": 0}, remaining())[0])
-        ref_ns, cand_ns = [], []
-        for _ in range(self.settings.timing_pairs):
-            header, _ = self.reference.request({"cmd": "time", "trial": 0})
-            _check_reply(header)
-            ref_ns.append(float(header["ns"]))
-            header, _ = worker.request({"cmd": "time", "trial": 0}, remaining())
-            _check_reply(header)
-            ns = header.get("ns")
-            if not isinstance(ns, (int, float)) or ns <= 0:
-                raise WorkerFailed("protocol_error", "bad timing reply")
-            cand_ns.append(float(ns))
+        pool = min(self.settings.pool_size, self.n_normal)
+        for i in range(self.settings.warmup):  # both sides, alternately, so neither starts colder
+            self.reference.request("time", i % pool)
+            worker.request("time", i % pool, remaining())
+        ref_ns, cand_ns, ref_host, cand_host, cand_rtt, ref_overhead = [], [], [], [], [], []
+        for pair in range(self.settings.timing_pairs):
+            index = pair % pool
+            # alternate who goes first so a systematic first/second effect cancels too
+            order = ("ref", "cand") if pair % 2 == 0 else ("cand", "ref")
+            for who in order:
+                if who == "ref":
+                    header, _ = self.reference.request("time", index)
+                    ref_ns.append(float(header["ns"]))
+                    ref_host.append(float(header.get("host_ns", header["ns"])))
+                    ref_overhead.append(self.reference.last_rtt_ns - float(header.get("host_ns", header["ns"])))
+                else:
+                    header, _ = worker.request("time", index, remaining())
+                    ns = header.get("ns")
+                    if not isinstance(ns, (int, float)) or not ns > 0:
+                        raise WorkerFailed("protocol_error", "bad timing reply")
+                    cand_ns.append(float(ns))
+                    cand_host.append(float(header.get("host_ns", ns)))
+                    cand_rtt.append(float(worker.last_rtt_ns))
+        # A reported time far below what the parent's own clock saw is forged (H14/H15): the
+        # candidate's round trip minus the reference's IPC overhead bounds its true call time.
+        seen = statistics.median(cand_rtt) - max(0.0, statistics.median(ref_overhead))
+        if seen > 2 * statistics.median(cand_host) + 1_000_000:
+            raise WorkerFailed("tampering", f"reported time {statistics.median(cand_host):.0f} ns, parent's clock saw {seen:.0f} ns")
+        method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
+        if method == "cuda_event":
+            # Work left on side streams shows in device-synchronised host time, not in events.
+            if statistics.median(cand_host) > 1.2 * statistics.median(cand_ns) + 50_000:
+                result.flags.append("async_escape")
+                method, ref_ns, cand_ns = "host_sync", ref_host, cand_host
         ratios = [r / c for r, c in zip(ref_ns, cand_ns)]
+        result.timing_method = method
         result.speedup = float(statistics.median(ratios))
+        result.speedup_ci_low, result.speedup_ci_high = bootstrap_median_ci(ratios, self.settings.ci_level)
         result.runtime_us = statistics.median(cand_ns) / 1e3
         result.ref_runtime_us = statistics.median(ref_ns) / 1e3
         result.runtime_trials_us = [c / 1e3 for c in cand_ns]
         result.ref_runtime_trials_us = [r / 1e3 for r in ref_ns]
 
+    def _check_timed_outputs(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
+        """Outputs of the timed calls must be right too (memoisation, baked answers, races)."""
+        pool = min(self.settings.pool_size, self.n_normal, self.settings.timing_pairs)
+        for index in range(pool):
+            header, payload = worker.request("last", index, remaining())
+            kind = self._compare(index, header["output"], payload, result)
+            if kind is not None:
+                raise WorkerFailed("timed_output_mismatch", f"output of a timed call on set {index}: {kind}")
 
-def evaluate_one(problem_src: str, candidate_src: str, settings: EvalSettings) -> EvalResult:
+    def _time_kernelbench(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
+        """KernelBench: candidate trials first, then the reference re-timed; mean of each."""
+        assert self.reference is not None
+        for _ in range(self.settings.warmup):
+            worker.request("time", 0, remaining())
+        cand = [float(worker.request("time", 0, remaining())[0]["ns"]) for _ in range(self.settings.timing_pairs)]
+        ref = [float(self.reference.request("time", 0)[0]["ns"]) for _ in range(self.settings.timing_pairs)]
+        result.timing_method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
+        result.runtime_us, result.ref_runtime_us = statistics.mean(cand) / 1e3, statistics.mean(ref) / 1e3
+        result.speedup = result.ref_runtime_us / result.runtime_us
+        result.runtime_trials_us = [c / 1e3 for c in cand]
+        result.ref_runtime_trials_us = [r / 1e3 for r in ref]
+
+
+def evaluate_one(problem_src: str, candidate_src: str, settings: EvalSettings, screened_code: str | None = None) -> EvalResult:
     with Evaluator(problem_src, settings) as ev:
-        return ev.evaluate(candidate_src)
+        return ev.evaluate(candidate_src, screened_code)

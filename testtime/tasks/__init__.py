@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -10,16 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from testtime.tasks.kernelbench import load_kernelbench
+from testtime.tasks.sizes import CPU_SIZES, SIZE_VARIANTS, apply_size_overrides, size_variant
 from testtime.tasks.task import Task, parse_stem, suite_revision
 
 __all__ = [
     "BUNDLED_DIR",
+    "CPU_SIZES",
+    "SIZE_VARIANTS",
     "Task",
+    "apply_size_overrides",
     "load_bundled",
     "load_kernelbench",
     "load_suite",
     "make_split",
     "parse_stem",
+    "size_overrides_of",
+    "size_variant",
     "suite_revision",
 ]
 
@@ -39,14 +46,44 @@ def load_suite(spec: Mapping[str, Any]) -> list[Task]:
     """Load tasks from a config spec.
 
     `{"source": "bundled"}`, or `{"source": <parquet|checkout dir|hf:...>, "level": 1}` with an
-    optional "suite" label.
+    optional "suite" label. An optional `"sizes": "full" | "cpu"` (default "full") picks the
+    problem sizes: "cpu" rewrites each KernelBench level-1 task's module-level size constants
+    (`CPU_SIZES`; see `size_overrides_of`). The bundled suite is already CPU-sized, so "cpu"
+    leaves it unchanged.
     """
     if "source" not in spec:
         raise ValueError(f"suite spec {dict(spec)!r} has no 'source'")
+    sizes = _sizes_of(spec)
     source = spec["source"]
     if source == "bundled":
         return load_bundled()
-    return load_kernelbench(source, level=int(spec.get("level", 1)), suite=spec.get("suite"))
+    tasks = load_kernelbench(source, level=int(spec.get("level", 1)), suite=spec.get("suite"))
+    if sizes == "full":
+        return tasks
+    return [
+        dataclasses.replace(t, code=size_variant(t.problem_id, t.code, sizes)[0]) for t in tasks
+    ]
+
+
+def size_overrides_of(spec: Mapping[str, Any]) -> dict[int, dict[str, int]]:
+    """The size overrides `load_suite(spec)` applies, by problem_id ({} at full size).
+
+    Recorded by the workflow as a deviation from the paper's problem sizes.
+    """
+    sizes = _sizes_of(spec)
+    if sizes == "full" or spec.get("source") == "bundled":
+        return {}
+    return {pid: dict(CPU_SIZES[pid]) for pid in sorted(CPU_SIZES)}
+
+
+def _sizes_of(spec: Mapping[str, Any]) -> str:
+    sizes = spec.get("sizes", "full")
+    if sizes not in SIZE_VARIANTS:
+        raise ValueError(f"suite spec 'sizes' is {sizes!r}; expected one of {SIZE_VARIANTS}")
+    level = int(spec.get("level", 1))
+    if sizes != "full" and spec.get("source") != "bundled" and level != 1:
+        raise ValueError(f"suite spec 'sizes': {sizes!r} is only defined for level 1, not {level}")
+    return sizes
 
 
 def make_split(problem_ids: Iterable[int], seed: int, train_fraction: float = 0.8) -> dict:
