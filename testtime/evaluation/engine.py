@@ -23,6 +23,8 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
+import socket
+import struct
 import statistics
 import tempfile
 import time
@@ -155,6 +157,11 @@ class _Worker:
         child_end.close()
         self.conn = parent_end
         self.timeout = settings.timeout_s
+        # poll() only says that some bytes arrived; a worker that writes half a frame would block
+        # recv_bytes forever. A socket-level receive timeout bounds every read.
+        sock = socket.socket(fileno=os.dup(parent_end.fileno()))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(settings.timeout_s) + 1, 0))
+        sock.close()
         self.last_rtt_ns = 0
 
     def receive(self, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
@@ -168,8 +175,7 @@ class _Worker:
         try:
             return wire.unpack(self.conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
         except (EOFError, OSError):
-            self.process.join(1.0)
-            raise WorkerFailed("crash", f"worker exited (exit code {self.process.exitcode}) without answering") from None
+            raise WorkerFailed("crash", f"worker exited (status {self._reap(1.0)}) without answering") from None
         except ValueError as exc:
             raise WorkerFailed("protocol_error", f"malformed reply: {exc}") from None
 
@@ -194,15 +200,32 @@ class _Worker:
             raise WorkerFailed(str(header.get("kind", "runtime_error")), str(header.get("error", "")))
         return header, payload
 
+    def _reap(self, grace: float) -> int | None:
+        """Exit status once the worker is gone, waiting at most ``grace`` seconds.
+
+        Not ``Process.join``: the worker closes the descriptor behind multiprocessing's exit
+        sentinel, after which join() believes it has exited and blocks in waitpid.
+        """
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                pid, status = os.waitpid(self.process.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
     def close(self) -> None:
         try:
             self.conn.send_bytes(wire.pack({"cmd": "exit"}))
         except (BrokenPipeError, OSError):
             pass
-        self.process.join(0.5)
-        if self.process.pid is not None:
-            kill_group(self.process.pid)
-        self.process.join(2.0)
+        self._reap(0.5)
+        kill_group(self.process.pid)  # the worker's session: anything it forked goes too
+        self._reap(5.0)
         self.conn.close()
 
 
@@ -346,6 +369,10 @@ class Evaluator:
             result.correct = True
         except WorkerFailed as exc:
             result.error_kind, result.error_message = exc.kind, exc.message[-2000:]
+            if exc.kind in ("crash", "timeout", "protocol_error"):
+                printed = _tail(os.path.join(cand_dir, "output.log"))
+                if printed:
+                    result.error_message += f"\n--- candidate output (tail) ---\n{printed}"
         finally:
             worker.close()
             shutil.rmtree(cand_dir, ignore_errors=True)
@@ -392,7 +419,7 @@ class Evaluator:
         for i in range(self.settings.warmup):  # both sides, alternately, so neither starts colder
             self.reference.request("time", i % pool)
             worker.request("time", i % pool, remaining())
-        ref_ns, cand_ns, ref_host, cand_host, cand_rtt, ref_overhead = [], [], [], [], [], []
+        ref_ns, cand_ns, ref_host, cand_host, cand_total, cand_rtt, ref_overhead = [], [], [], [], [], [], []
         for pair in range(self.settings.timing_pairs):
             index = pair % pool
             # alternate who goes first so a systematic first/second effect cancels too
@@ -402,7 +429,7 @@ class Evaluator:
                     header, _ = self.reference.request("time", index)
                     ref_ns.append(float(header["ns"]))
                     ref_host.append(float(header.get("host_ns", header["ns"])))
-                    ref_overhead.append(self.reference.last_rtt_ns - float(header.get("host_ns", header["ns"])))
+                    ref_overhead.append(self.reference.last_rtt_ns - float(header.get("total_ns", header.get("host_ns", header["ns"]))))
                 else:
                     header, _ = worker.request("time", index, remaining())
                     ns = header.get("ns")
@@ -410,12 +437,14 @@ class Evaluator:
                         raise WorkerFailed("protocol_error", "bad timing reply")
                     cand_ns.append(float(ns))
                     cand_host.append(float(header.get("host_ns", ns)))
+                    cand_total.append(float(header.get("total_ns", header.get("host_ns", ns))))
                     cand_rtt.append(float(worker.last_rtt_ns))
         # A reported time far below what the parent's own clock saw is forged (H14/H15): the
         # candidate's round trip minus the reference's IPC overhead bounds its true call time.
         seen = statistics.median(cand_rtt) - max(0.0, statistics.median(ref_overhead))
-        if seen > 2 * statistics.median(cand_host) + 1_000_000:
-            raise WorkerFailed("tampering", f"reported time {statistics.median(cand_host):.0f} ns, parent's clock saw {seen:.0f} ns")
+        reported = statistics.median(cand_total)
+        if seen > 2 * reported + 1_000_000:
+            raise WorkerFailed("tampering", f"reported time {reported:.0f} ns, parent's clock saw {seen:.0f} ns")
         method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
         if method == "cuda_event":
             # Work left on side streams shows in device-synchronised host time, not in events.
@@ -452,6 +481,16 @@ class Evaluator:
         result.speedup = result.ref_runtime_us / result.runtime_us
         result.runtime_trials_us = [c / 1e3 for c in cand]
         result.ref_runtime_trials_us = [r / 1e3 for r in ref]
+
+
+def _tail(path: str, limit: int = 1000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def evaluate_one(problem_src: str, candidate_src: str, settings: EvalSettings, screened_code: str | None = None) -> EvalResult:

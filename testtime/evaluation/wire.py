@@ -57,7 +57,7 @@ def encode_output(out: Any) -> tuple[dict[str, Any], bytes]:
         return {"kind": "other", "type": type(out).__name__}, b""
     t = out.detach()
     dtype = str(t.dtype)
-    meta = {"kind": "tensor", "dtype": dtype, "shape": list(t.shape), "device": t.device.type}
+    meta = {"kind": "tensor", "dtype": dtype, "shape": list(t.shape), "strides": list(t.stride()), "device": t.device.type}
     if dtype not in _NUMPY_DTYPES:
         return {**meta, "kind": "unsupported_dtype"}, b""
     t = t.cpu().contiguous()

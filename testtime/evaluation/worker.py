@@ -216,15 +216,15 @@ class _Harness:
             # CPU: the fastest of a few back-to-back calls. Slowdowns on a shared CPU are one-sided
             # (page faults, preemption) and hit the two workers independently, so a single call
             # per sample makes per-pair ratios bimodal (measured 0.2x-5x for identical code).
-            best = None
+            times = []
             for repeat in range(self.inner_repeats):
                 if repeat:
                     inputs = _clone(self.input_sets[index])
                 t0 = self._perf()
                 out = self.model(*inputs)
-                elapsed = self._perf() - t0
-                best = elapsed if best is None else min(best, elapsed)
-            info["ns"] = best
+                times.append(self._perf() - t0)
+            info["ns"] = min(times)
+            info["total_ns"] = sum(times)  # what the parent's round-trip clock must roughly agree with
         else:
             out = self.model(*inputs)
             self._sync()
@@ -309,6 +309,11 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
     """Entry point of a forked worker; never returns."""
     status = 0
     try:
+        # Inherited descriptors include the parent's ends of other workers' pipes: a candidate
+        # could talk to the reference worker through them. Keep only stdio and our own pipe.
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 16)
         import faulthandler
 
         faulthandler.disable()  # a crashing candidate is an expected outcome, not a report for stderr
@@ -316,6 +321,10 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
 
         sandbox = confine(scratch, int(settings.get("memory_mb", 0)), settings["device"], settings.get("landlock", True))
         _reuse_freed_memory()
+        log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)  # what a candidate prints is kept apart from the workflow's own logs
+        os.dup2(log, 2)
+        os.close(log)
         if settings.get("cpu_core") is not None:
             # reference and candidate share one core, so a busier or slower core never favours one side
             os.sched_setaffinity(0, {int(settings["cpu_core"])})
