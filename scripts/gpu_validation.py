@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import statistics
 import sys
 import time
 
-import torch
+# The parent must not initialise CUDA before forking workers; the NVML check does not.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+import torch  # noqa: E402
 
 from testtime.evaluation import EvalSettings, Evaluator
 from testtime.prompting import _method, candidate_source
@@ -39,7 +42,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("CUDA not available: nothing to validate")
         return 0
-    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}")
     settings = EvalSettings(device="cuda", timing_pairs=10, warmup=3, candidate_budget_s=120)
     tasks = {t.name: t for t in load_bundled()}
 
@@ -57,7 +60,7 @@ def main() -> int:
         spread = f"{min(good):.3f}..{max(good):.3f}" if good else "-"
         print(f"  {task.problem_id:>2} {task.name:34} {sum(r.correct for r in rs)}/{len(rs)} speedup {spread} {bad[:1]}")
     minutes = (time.monotonic() - started) / 60
-    q = statistics.quantiles(speedups, n=20)
+    q = statistics.quantiles(speedups, n=20) if len(speedups) > 1 else [float("nan")] * 19
     print(f"  correct {n_ok}/{n}; speedup p5 {q[0]:.3f} p50 {statistics.median(speedups):.3f} p95 {q[-1]:.3f}; {n / minutes:.1f} candidates/min")
 
     relu = tasks["ReLU"].code
@@ -74,6 +77,7 @@ def main() -> int:
     for label, problem, body, screened in cases:
         with Evaluator(problem, settings) as ev:
             show(label, ev.evaluate(candidate_source(body, problem), body if screened is None else screened))
+    print(f"\ndevice {torch.cuda.get_device_name(0)}")  # only now: CUDA in this process would break forking
     return 0
 
 

@@ -10,6 +10,8 @@ from testtime.stages import evaluate_samples
 def main(snakemake) -> None:  # noqa: ANN001
     log = setup(snakemake)
     evaluation = snakemake.params.evaluation
+    # Workers are forked from this process: it must not initialise CUDA before they are done
+    # (device_info below runs after evaluation).
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
     records = evaluate_samples(samples, tasks, evaluation)

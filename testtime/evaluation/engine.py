@@ -447,8 +447,11 @@ class Evaluator:
             raise WorkerFailed("tampering", f"reported time {reported:.0f} ns, parent's clock saw {seen:.0f} ns")
         method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
         if method == "cuda_event":
-            # Work left on side streams shows in device-synchronised host time, not in events.
-            if statistics.median(cand_host) > 1.2 * statistics.median(cand_ns) + 50_000:
+            # Work left on side streams shows in device-synchronised host time, not in events:
+            # the candidate's host-minus-event gap, beyond the reference's own, betrays it.
+            cand_gap = statistics.median(h - e for h, e in zip(cand_host, cand_ns))
+            ref_gap = statistics.median(h - e for h, e in zip(ref_host, ref_ns))
+            if cand_gap > 1.5 * max(ref_gap, 0.0) + 0.2 * statistics.median(cand_ns) + 50_000:
                 result.flags.append("async_escape")
                 method, ref_ns, cand_ns = "host_sync", ref_host, cand_host
         ratios = [r / c for r, c in zip(ref_ns, cand_ns)]
