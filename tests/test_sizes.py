@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import os
 import types
 from pathlib import Path
 
@@ -22,13 +21,8 @@ from testtime.tasks import (
     size_variant,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-KB_DATA = Path(
-    os.environ.get("TESTTIME_KERNELBENCH_DATA", REPO.parent / "shared" / "data" / "kernelbench")
-)
-L1_V01 = "level1-v01-2025-07.parquet"
-L1_HEAD = "level1-head-2026.parquet"
-PAPER_EVAL_IDS = [4, 5, 12, 14, 15, 18, 28, 29, 30, 32, 36, 55, 65, 70, 76, 82, 87, 89, 95, 98]
+from conftest import KB_DATA, L1_HEAD, L1_V01, PAPER_EVAL_IDS
+
 
 
 def exec_module(code: str, name: str = "task") -> types.ModuleType:

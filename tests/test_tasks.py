@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
-import os
 import re
 import types
 from pathlib import Path
@@ -25,14 +24,8 @@ from testtime.tasks import (
     suite_revision,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-KB_DATA = Path(
-    os.environ.get("TESTTIME_KERNELBENCH_DATA", REPO.parent / "shared" / "data" / "kernelbench")
-)
-L1_V01 = "level1-v01-2025-07.parquet"
-L1_HEAD = "level1-head-2026.parquet"
-L2_V01 = "level2-v01-2025-07.parquet"
-PAPER_EVAL_IDS = [4, 5, 12, 14, 15, 18, 28, 29, 30, 32, 36, 55, 65, 70, 76, 82, 87, 89, 95, 98]
+from conftest import KB_DATA, L1_HEAD, L1_V01, PAPER_EVAL_IDS, L2_V01
+
 
 BUNDLED = load_bundled()
 

@@ -86,3 +86,39 @@ def test_figure_style_reruns_the_figure_only(workdir):
 def test_evaluation_setting_keeps_samples(workdir):
     counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "evaluation:\n  timing_pairs: 4\n")], cwd=workdir).stdout)
     assert counts == {"evaluate": 2, "select_samples": 1, "fig4": 1}
+
+
+HOSTILE = {
+    "segfault": "import ctypes\nctypes.string_at(0)",
+    "infinite-loop": "while True:\n    pass",
+    "huge-allocation": "return torch.empty(50_000_000_000)",
+    "fork-bomb": "import os\nwhile True:\n    os.fork()",
+    "exit": "import os\nos._exit(0)",
+}
+
+
+def test_hostile_samples_become_error_records(workdir):
+    """Samples written by hand (as a model could write them) go through the real evaluate rule."""
+    samples = pd.read_parquet(workdir / "results/samples/smollm2-135m/bundled/seed42.parquet")
+    rows = samples.iloc[: len(HOSTILE)].copy()
+    rows["seed"] = 99
+    rows["sample_index"] = range(len(HOSTILE))
+    rows["raw_action"] = list(HOSTILE.values())
+    target = workdir / "results/samples/smollm2-135m/bundled/seed99.parquet"
+    rows.to_parquet(target)
+    out = run_snakemake(
+        ["results/evaluations/smollm2-135m/bundled/seed99.parquet", "-c2", *override(workdir, "evaluation:\n  timeout_s: 5\n  candidate_budget_s: 20\n"),
+         "--allowed-rules", "evaluate"],
+        cwd=workdir,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = pd.read_parquet(workdir / "results/evaluations/smollm2-135m/bundled/seed99.parquet")
+    assert len(records) == len(HOSTILE)
+    assert not records["correct"].any()
+    kinds = dict(zip(HOSTILE, records["error_kind"]))
+    assert kinds["infinite-loop"] == "timeout"
+    assert kinds["huge-allocation"] == "oom"
+    for name in ("segfault", "fork-bomb", "exit"):
+        assert kinds[name] == "forbidden_construct"  # the static screen stops them before they run
+    assert (records["wall_s"] < 30).all()

@@ -5,6 +5,7 @@ from _common import setup
 from testtime import provenance
 from testtime.records import write_parquet
 from testtime.stages import prepare_tasks
+from testtime.tasks import size_overrides_of
 
 
 def main(snakemake) -> None:  # noqa: ANN001
@@ -12,9 +13,13 @@ def main(snakemake) -> None:  # noqa: ANN001
     spec = snakemake.params.suite
     tasks, info = prepare_tasks(spec)
     log.info("suite %s: %d tasks, eval %s, sampled subset %s", snakemake.wildcards.suite, len(tasks), info["eval"], info["subset"])
-    prov = provenance.build({"suite": spec}, suite=snakemake.wildcards.suite, suite_revision=info["suite_revision"])
+    # shrunken problem sizes are a deviation every downstream record inherits via suite_revision
+    overrides = size_overrides_of(spec)
+    prov = provenance.build(
+        {"suite": spec}, suite=snakemake.wildcards.suite, suite_revision=info["suite_revision"], size_overrides=overrides
+    )
     write_parquet(tasks, snakemake.output.tasks, prov)
-    provenance.write_json_atomic(snakemake.output.split, {**info, "provenance": prov})
+    provenance.write_json_atomic(snakemake.output.split, {**info, "size_overrides": overrides, "provenance": prov})
 
 
 main(snakemake)  # noqa: F821
