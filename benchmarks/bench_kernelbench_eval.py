@@ -10,23 +10,16 @@ verdicts and speedup spread over the repeats, then candidates per minute.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import statistics
 import time
 from pathlib import Path
 
 from testtime.evaluation import EvalSettings, Evaluator
-from testtime.prompting import _method, candidate_source
+from testtime.prompting import candidate_source, reference_forward_body
 from testtime.tasks import load_suite, make_split
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kernelbench" / "level1-v01-2025-07.parquet"
-
-
-def reference_body(code: str) -> str:
-    method = _method(code, "Model")
-    assert method is not None
-    return "\n".join(ast.unparse(s) for s in method.body)
 
 
 def main() -> None:
@@ -44,7 +37,7 @@ def main() -> None:
     print(f"{'id':>3}  {'task':36} correct  {'min':>6} {'median':>6} {'max':>6}  ci_low>1  sec/cand  flags")
     started, n_candidates, n_correct, all_speedups = time.monotonic(), 0, 0, []
     for task in chosen:
-        body = reference_body(task.code)
+        body = reference_forward_body(task.code)
         source = candidate_source(body, task.code)
         with Evaluator(task.code, settings) as ev:
             results = []

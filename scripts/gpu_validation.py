@@ -10,7 +10,6 @@ candidate, each with and without the static screen. Skips with exit code 0 when 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import statistics
 import sys
@@ -21,12 +20,8 @@ os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 import torch  # noqa: E402
 
 from testtime.evaluation import EvalSettings, Evaluator
-from testtime.prompting import _method, candidate_source
+from testtime.prompting import candidate_source, reference_forward_body
 from testtime.tasks import load_bundled
-
-
-def reference_body(code: str) -> str:
-    return "\n".join(ast.unparse(s) for s in _method(code, "Model").body)
 
 
 def show(label: str, r) -> None:
@@ -49,7 +44,7 @@ def main() -> int:
     print("\n== reference-equivalent candidates (bundled suite, CUDA)")
     started, speedups, n, n_ok = time.monotonic(), [], 0, 0
     for task in tasks.values():
-        body = reference_body(task.code)
+        body = reference_forward_body(task.code)
         with Evaluator(task.code, settings) as ev:
             rs = [ev.evaluate(candidate_source(body, task.code), body) for _ in range(args.repeats)]
         n += len(rs)

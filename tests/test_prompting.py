@@ -77,3 +77,11 @@ def test_forward_source_drops_the_rest_of_the_module():
     src = forward_source(REF)
     assert src.startswith("def forward(self, x: torch.Tensor) -> torch.Tensor:")
     assert "class Model" not in src
+
+
+def test_reference_forward_body_is_the_models_own_forward():
+    from testtime.prompting import reference_forward_body
+
+    assert reference_forward_body(REF) == "return torch.relu(x)"
+    with pytest.raises(ValueError, match="Model.forward"):
+        reference_forward_body("x = 1")

@@ -88,6 +88,14 @@ def _method(code: str, cls: str, name: str = "forward") -> ast.FunctionDef | Non
     return None
 
 
+def reference_forward_body(code: str) -> str:
+    """Body of ``Model.forward``: the reference-equivalent candidate (benchmarks, validation)."""
+    method = _method(code, "Model")
+    if method is None:
+        raise ValueError("the problem defines no Model.forward")
+    return "\n".join(ast.unparse(s) for s in method.body)
+
+
 def forward_source(code: str) -> str:
     """Source of ``Model.forward`` in a KernelBench module (the whole code if not found)."""
     method = _method(code, "Model")

@@ -19,6 +19,7 @@ FORBIDDEN_NAMES = {
     "pickle", "marshal", "weakref", "atexit", "numpy", "np", "__builtins__",
 }
 ROOT_MODULES = {"torch", "F", "nn", "math", "functional"}
+ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn"}
 FORBIDDEN_TORCH = (
     "torch.cuda.Stream", "torch.cuda.stream", "torch.cuda.Event", "torch.cuda.synchronize", "torch.cuda.set_",
     "torch.cuda.current_stream", "torch.cuda.default_stream", "torch.cuda.graph", "torch.backends", "torch.set_",
@@ -93,9 +94,8 @@ class _Screen(ast.NodeVisitor):
             self.flag(node, f"dunder attribute {node.attr}")
         name = _dotted(node)
         if name:
-            normal = "torch." + name.split(".", 1)[1] if name.split(".")[0] in {"F", "nn"} else name
-            if name.startswith("F."):
-                normal = "torch.nn.functional." + name[2:]
+            head, _, rest = name.partition(".")
+            normal = f"{ALIASES[head]}.{rest}" if head in ALIASES and rest else name
             for bad in FORBIDDEN_TORCH:
                 if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
                     self.flag(node, f"use of {bad.rstrip('_.')}")

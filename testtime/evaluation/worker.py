@@ -131,7 +131,8 @@ class Integrity:
         self.children = _children()
 
     def violations(self) -> list[str]:
-        found = [f"{k}: {v!r} -> {now!r}" for k, v in self.state.items() if (now := _state()[k]) != v]
+        state = _state()
+        found = [f"{k}: {v!r} -> {state[k]!r}" for k, v in self.state.items() if state[k] != v]
         current = _function_ids()
         found += [f"{k} replaced" for k, v in self.ids.items() if current.get(k, v) != v]
         if _children() > self.children:
@@ -268,7 +269,6 @@ class _Harness:
             index = int(cmd["set"])
             nonce = cmd.get("nonce")
             try:
-                self._check_pending()
                 if op == "last":
                     meta, payload = wire.encode_output(self.last.get(index))
                     _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta}, payload)
