@@ -85,6 +85,11 @@ class EvalSettings:
     def hardened(self) -> bool:
         return self.protocol == "hardened"
 
+    @property
+    def on_gpu(self) -> bool:
+        """Inputs generated on the device per call, outputs judged there by the reference worker."""
+        return self.device.startswith("cuda")
+
     def worker_settings(self) -> dict[str, Any]:
         hardened = self.hardened
         seeds = [self.seed + i for i in range(self.correctness_trials)]
@@ -104,6 +109,8 @@ class EvalSettings:
             "pool_size": self.pool_size if hardened else 1,
             "inner_repeats": self.inner_repeats if hardened and self.device == "cpu" else 1,
             "cpu_core": self.cpu_core,
+            "lazy_inputs": self.on_gpu,
+            "tolerances": self.tolerances,
         }
 
 
@@ -179,11 +186,11 @@ class _Worker:
         except ValueError as exc:
             raise WorkerFailed("protocol_error", f"malformed reply: {exc}") from None
 
-    def request(self, op: str, index: int, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
+    def request(self, op: str, index: int, timeout: float | None = None, **extra: Any) -> tuple[dict[str, Any], bytes]:
         nonce = secrets.token_hex(8)
         started = time.perf_counter_ns()
         try:
-            self.conn.send_bytes(wire.pack({"cmd": op, "set": index, "nonce": nonce}))
+            self.conn.send_bytes(wire.pack({"cmd": op, "set": index, "nonce": nonce, **extra}))
         except (BrokenPipeError, OSError):
             raise WorkerFailed("crash", "worker exited before the request") from None
         header, payload = self._answer(nonce, timeout)
@@ -275,7 +282,7 @@ class Evaluator:
         self.settings = settings
         self.scratch = tempfile.mkdtemp(prefix="testtime-eval-")
         self.reference: _Worker | None = None
-        self.reference_outputs: list[tuple[dict[str, Any], np.ndarray | None]] = []
+        self.reference_outputs: list[tuple[dict[str, Any], np.ndarray | None]] = []  # (meta, array on CPU)
         self.reference_error: str | None = None
         self.wide_skipped: list[int] = []
         self.n_normal = settings.correctness_trials
@@ -290,28 +297,37 @@ class Evaluator:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _start_reference(self) -> None:
-        ref_dir = os.path.join(self.scratch, "reference")
-        os.makedirs(ref_dir)
+        ref_dir = tempfile.mkdtemp(prefix="reference-", dir=self.scratch)
         self.reference = _Worker("reference", self.problem_src, None, self.settings, ref_dir)
+        self.reference_outputs, self.wide_skipped, self.reference_error = [], [], None
         try:
             header, _ = self.reference.receive(self.settings.load_timeout_s)
             if header.get("ok") is not True:
                 raise WorkerFailed(str(header.get("kind")), str(header.get("error")))
             for index in range(int(header["n_sets"])):
-                meta, payload = self.reference.request("run", index)
-                out = wire.decode_output(meta["output"], payload)
+                meta, payload = self.reference.request("run", index, probe=True)
+                out = None if self.settings.on_gpu else wire.decode_output(meta["output"], payload)
                 self.reference_outputs.append((meta["output"], out))
             for index in range(self.n_normal, len(self.reference_outputs)):
-                normal = self.reference_outputs[index % self.n_normal][1]
-                wide = self.reference_outputs[index][1]
+                normal_meta, normal = self.reference_outputs[index % self.n_normal]
+                wide_meta, wide = self.reference_outputs[index]
                 # The op's domain does not admit signed/wide inputs (log, sqrt, ...): skip that trial.
-                if wide is None or (wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal))):
+                if self.settings.on_gpu:
+                    skip = wide_meta.get("kind") != "tensor" or (not wide_meta.get("finite", True) and normal_meta.get("finite", True))
+                else:
+                    skip = wide is None or (wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal)))
+                if skip:
                     self.wide_skipped.append(index)
             for _ in range(self.settings.warmup):
                 self.reference.request("time", 0)
         except WorkerFailed as exc:
             self.reference_error = f"{exc.kind}: {exc.message}"
             logger.error("reference failed: %s", self.reference_error)
+
+    def _restart_reference(self) -> None:
+        if self.reference is not None:
+            self.reference.close()
+        self._start_reference()
 
     def evaluate(self, candidate_src: str, screened_code: str | None = None) -> EvalResult:
         """Judge ``candidate_src`` (a module defining ModelNew). ``screened_code`` is the part the
@@ -363,7 +379,8 @@ class Evaluator:
             self._check_correctness(worker, result, remaining)
             if self.settings.hardened:
                 self._time_interleaved(worker, result, remaining)
-                self._check_timed_outputs(worker, result, remaining)
+                if not self.settings.on_gpu:  # on a GPU every timed output was judged already
+                    self._check_timed_outputs(worker, result, remaining)
             else:
                 self._time_kernelbench(worker, result, remaining)
             result.correct = True
@@ -389,6 +406,26 @@ class Evaluator:
             result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
         return kind
 
+    def _judge(self, index: int, meta: dict[str, Any], result: EvalResult) -> str | None:
+        """GPU: the reference worker maps the candidate's output and compares it on the device."""
+        assert self.reference is not None
+        try:
+            verdict, _ = self.reference.request("judge", index, output=meta)
+        except WorkerFailed as exc:
+            self._restart_reference()  # it may have been left in any state
+            raise WorkerFailed("judge_error", f"the reference worker failed judging this output ({exc.kind}: {exc.message})") from None
+        diff = verdict.get("max_abs_diff")
+        if isinstance(diff, (int, float)):
+            result.max_abs_diff = max(float(diff), result.max_abs_diff or 0.0)
+        if verdict.get("kind") == "protocol_error":
+            raise WorkerFailed("protocol_error", str(verdict.get("detail", "unreadable shared output")))
+        return verdict.get("kind")
+
+    def _verdict_of(self, index: int, header: dict[str, Any], payload: bytes, result: EvalResult) -> str | None:
+        if self.settings.on_gpu:
+            return self._judge(index, header["output"], result)
+        return self._compare(index, header["output"], payload, result)
+
     def _tolerance(self, ref_meta: dict[str, Any]) -> tuple[float, float]:
         dtype = str(ref_meta.get("dtype", "torch.float32")).replace("torch.", "")
         tol = self.settings.tolerances.get(dtype) or self.settings.tolerances.get("float32") or {"atol": 1e-4, "rtol": 1e-4}
@@ -399,7 +436,7 @@ class Evaluator:
             if index in self.wide_skipped:
                 continue
             header, payload = worker.request("run", index, remaining())
-            kind = self._compare(index, header["output"], payload, result)
+            kind = self._verdict_of(index, header, payload, result)
             wide = index >= self.n_normal
             if kind is None:
                 result.trials_passed += 1
@@ -421,9 +458,12 @@ class Evaluator:
             worker.request("time", i % pool, remaining())
         ref_ns, cand_ns, ref_host, cand_host, cand_total, cand_rtt, ref_overhead = [], [], [], [], [], [], []
         for pair in range(self.settings.timing_pairs):
-            index = pair % pool
+            # GPU: every pair times a fresh input set (cheap to generate there), so nothing timed
+            # was seen before; its output is judged right after. CPU: a rotating pool of sets.
+            index = len(self.reference_outputs) + pair if self.settings.on_gpu else pair % pool
             # alternate who goes first so a systematic first/second effect cancels too
             order = ("ref", "cand") if pair % 2 == 0 else ("cand", "ref")
+            prints = {}
             for who in order:
                 if who == "ref":
                     header, _ = self.reference.request("time", index)
@@ -439,6 +479,13 @@ class Evaluator:
                     cand_host.append(float(header.get("host_ns", ns)))
                     cand_total.append(float(header.get("total_ns", header.get("host_ns", ns))))
                     cand_rtt.append(float(worker.last_rtt_ns))
+                prints[who] = header.get("fp")
+            if self.settings.on_gpu:
+                if prints["ref"] != prints["cand"]:
+                    raise WorkerFailed("tampering", f"timing set {index}: the candidate's inputs differ from the harness's")
+                header, payload = worker.request("last", index, remaining())
+                if (kind := self._verdict_of(index, header, payload, result)) is not None:
+                    raise WorkerFailed("timed_output_mismatch", f"output of a timed call on fresh set {index}: {kind}")
         # A reported time far below what the parent's own clock saw is forged (H14/H15): the
         # candidate's round trip minus the reference's IPC overhead bounds its true call time.
         # Preemption inflates some round trips, forgery inflates all: judge by the best pair.
@@ -455,7 +502,11 @@ class Evaluator:
             ref_gap = statistics.median(h - e for h, e in zip(ref_host, ref_ns))
             if cand_gap > 1.5 * max(ref_gap, 0.0) + 0.2 * statistics.median(cand_ns) + 50_000:
                 result.flags.append("async_escape")
-                method, ref_ns, cand_ns = "host_sync", ref_host, cand_host
+                raise WorkerFailed(
+                    "async_escape",
+                    f"work outlived the timed call: {statistics.median(cand_host) / 1e3:.0f} us until the device was idle, "
+                    f"{statistics.median(cand_ns) / 1e3:.0f} us between the events (reference gap {ref_gap / 1e3:.0f} us)",
+                )
         ratios = [r / c for r, c in zip(ref_ns, cand_ns)]
         result.timing_method = method
         result.speedup = float(statistics.median(ratios))
@@ -470,7 +521,7 @@ class Evaluator:
         pool = min(self.settings.pool_size, self.n_normal, self.settings.timing_pairs)
         for index in range(pool):
             header, payload = worker.request("last", index, remaining())
-            kind = self._compare(index, header["output"], payload, result)
+            kind = self._verdict_of(index, header, payload, result)
             if kind is not None:
                 raise WorkerFailed("timed_output_mismatch", f"output of a timed call on set {index}: {kind}")
 

@@ -49,15 +49,19 @@ def _readable_roots() -> list[str]:
     return sorted(r for r in roots if os.path.exists(r))
 
 
-def landlock(scratch: str, device: str = "cpu") -> bool:
-    """Restrict this process's file-system and TCP access; False when the kernel cannot."""
+def landlock(scratch: str, device: str = "cpu", writable: tuple[str, ...] = (), scope: bool = True, net: bool = True) -> bool:
+    """Restrict this process's file-system and TCP access; False when the kernel cannot.
+
+    ``writable``: more paths opened read-write (the CUDA driver's needs); ``scope``/``net``:
+    whether to add the ABI>=6 IPC scoping and the ABI>=4 TCP rules.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     abi = libc.syscall(_SYS_CREATE_RULESET, None, 0, 1)
     if abi < 1:
         return False
     fs = _READ | _WRITE_ALL | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0) | (_IOCTL_DEV if abi >= 5 else 0)
-    net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0
-    scoped = 0x3 if abi >= 6 else 0  # no abstract unix sockets, no signals to processes outside
+    net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 and net else 0
+    scoped = 0x3 if abi >= 6 and scope else 0  # no abstract unix sockets, no signals to processes outside
     attr = _RulesetAttr(fs, net, scoped)
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else 16 if abi >= 4 else 8
     ruleset = libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), size, 0)
@@ -69,6 +73,7 @@ def landlock(scratch: str, device: str = "cpu") -> bool:
         if device.startswith("cuda"):
             # the CUDA driver opens /dev/nvidia* read-write and talks to them through ioctl
             rules.append(("/dev", _READ | _WRITE_FILE | (_IOCTL_DEV if abi >= 5 else 0)))
+        rules += [(path, fs) for path in writable if os.path.exists(path)]
         for root, access in rules:
             fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
             try:
@@ -99,8 +104,21 @@ def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True
     os.environ["CUDA_CACHE_PATH"] = os.path.join(scratch, "cuda_cache")
     os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(scratch, "torch_extensions")
     os.chdir(scratch)
-    # On CUDA the driver fails to initialise under the rules above (cudaGetDeviceCount error 304,
-    # measured on an H100 with /dev opened read-write with ioctl): GPU workers get rlimits only.
-    if use_landlock and device == "cpu" and landlock(scratch, device):
-        return "landlock"
-    return "rlimits"
+    if not use_landlock:
+        return "rlimits"
+    if device.startswith("cuda"):
+        # The CUDA driver writes under /proc/<pid> while it initialises (measured on an H100:
+        # cudaGetDeviceCount fails with error 304 otherwise). The caller initialises CUDA first
+        # and the rules also let this process write its own /proc entry, nothing else there.
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():  # NVML may be out of reach in a new session; CUDA is what counts
+            warnings.simplefilter("ignore")
+            torch.cuda.init()
+            torch.empty(1, device=device)
+        writable: tuple[str, ...] = (f"/proc/{os.getpid()}",)
+    else:
+        writable = ()
+    return "landlock" if landlock(scratch, device, writable=writable) else "rlimits"

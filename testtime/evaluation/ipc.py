@@ -1,0 +1,134 @@
+"""Hand a CUDA tensor from a candidate worker to the reference worker without copying it.
+
+On a GPU, outputs of full-size KernelBench problems reach 8 GiB: piping them through the
+parent as bytes would dominate the evaluation. The candidate worker instead exports the output's
+allocation as a CUDA IPC handle (the driver API, through ctypes) and the reference worker, which
+never loads candidate code, maps it read-only in spirit and compares it on the GPU.
+
+Only plain data crosses: a 64-byte handle, an offset and sizes, checked against what the driver
+reports for the mapped allocation, so a forged header cannot make the reference read outside it.
+torch's own CUDA tensor sharing is not used on the receiving side: it would open a shared-memory
+reference counter named by the (untrusted) sender.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1
+_DTYPES = (
+    "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+)
+
+
+class _IpcHandle(ctypes.Structure):
+    _fields_ = [("reserved", ctypes.c_ubyte * 64)]  # not c_char: its value stops at the first NUL
+
+
+_driver: ctypes.CDLL | None = None
+
+
+def _cuda() -> ctypes.CDLL:
+    global _driver
+    if _driver is None:
+        _driver = ctypes.CDLL("libcuda.so.1")
+    return _driver
+
+
+def _fn(name: str) -> Any:
+    lib = _cuda()
+    for symbol in (f"{name}_v2", name):
+        if hasattr(lib, symbol):
+            return getattr(lib, symbol)
+    raise OSError(f"libcuda has no {name}")
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed with CUDA driver error {status}")
+
+
+def _address_range(ptr: int) -> tuple[int, int]:
+    base, size = ctypes.c_uint64(), ctypes.c_size_t()
+    _check(_fn("cuMemGetAddressRange")(ctypes.byref(base), ctypes.byref(size), ctypes.c_uint64(ptr)), "cuMemGetAddressRange")
+    return base.value, size.value
+
+
+def export(tensor: Any) -> dict[str, Any]:
+    """Describe a CUDA tensor so another process on the same device can map it."""
+    import torch
+
+    t = tensor.detach()
+    storage = t.untyped_storage()
+    ptr = storage.data_ptr()
+    base, _ = _address_range(ptr)
+    handle = _IpcHandle()
+    _check(_fn("cuIpcGetMemHandle")(ctypes.byref(handle), ctypes.c_uint64(base)), "cuIpcGetMemHandle")
+    torch.cuda.synchronize()  # the output must be complete before another process reads it
+    return {
+        "kind": "tensor",
+        "ipc": bytes(handle.reserved).hex(),
+        "offset": ptr - base,
+        "storage_bytes": storage.nbytes(),
+        "storage_offset": t.storage_offset(),
+        "dtype": str(t.dtype),
+        "shape": list(t.shape),
+        "strides": list(t.stride()),
+        "device": t.device.type,
+    }
+
+
+def _valid(meta: dict[str, Any]) -> bool:
+    ints = [meta.get("offset"), meta.get("storage_bytes"), meta.get("storage_offset"), *meta.get("shape", [None]), *meta.get("strides", [])]
+    return (
+        isinstance(meta.get("ipc"), str)
+        and len(meta["ipc"]) == 128
+        and str(meta.get("dtype", "")).removeprefix("torch.") in _DTYPES
+        and isinstance(meta.get("shape"), list)
+        and isinstance(meta.get("strides"), list)
+        and len(meta["shape"]) == len(meta["strides"])
+        and all(type(v) is int and v >= 0 for v in ints)
+    )
+
+
+@contextmanager
+def opened(meta: dict[str, Any]) -> Iterator[Any]:
+    """Map the tensor ``meta`` describes (see :func:`export`); raises ValueError if it is malformed."""
+    import torch
+
+    if not _valid(meta):
+        raise ValueError("malformed shared-tensor header")
+    handle = _IpcHandle()
+    ctypes.memmove(ctypes.addressof(handle), bytes.fromhex(meta["ipc"]), 64)
+    dptr = ctypes.c_uint64()
+    status = _fn("cuIpcOpenMemHandle")(ctypes.byref(dptr), handle, ctypes.c_uint(_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
+    if status != 0:
+        raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
+    try:
+        _, mapped = _address_range(dptr.value)
+        if meta["offset"] + meta["storage_bytes"] > mapped:
+            raise ValueError("shared output extends beyond its allocation")
+        dtype = getattr(torch, str(meta["dtype"]).removeprefix("torch."))
+        itemsize = torch.empty((), dtype=dtype).element_size()
+
+        class _Raw:  # the CUDA array interface: a zero-copy uint8 view of the storage's bytes
+            __cuda_array_interface__ = {
+                "shape": (meta["storage_bytes"],),
+                "typestr": "|u1",
+                "data": (dptr.value + meta["offset"], False),  # torch accepts writable views only
+                "version": 3,
+                "strides": None,
+            }
+
+        raw = torch.as_tensor(_Raw(), device="cuda")
+        usable = meta["storage_bytes"] - meta["storage_bytes"] % itemsize
+        tensor = raw[:usable].view(dtype).as_strided(meta["shape"], meta["strides"], meta["storage_offset"])
+        try:
+            yield tensor
+        finally:
+            del tensor, raw
+            torch.cuda.synchronize()
+    finally:
+        _fn("cuIpcCloseMemHandle")(dptr)
