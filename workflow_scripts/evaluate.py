@@ -14,7 +14,7 @@ def main(snakemake) -> None:  # noqa: ANN001
     # (device_info below runs after evaluation).
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
-    records = evaluate_samples(samples, tasks, evaluation)
+    records = evaluate_samples(samples, tasks, evaluation, lanes=snakemake.threads)
     log.info("%d records: %d correct; error kinds %s", len(records), int(records["correct"].sum()), records["error_kind"].value_counts().to_dict())
     upstream = read_provenance(snakemake.input.samples)
     prov = provenance.build(

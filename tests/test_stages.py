@@ -1,0 +1,57 @@
+"""The evaluation stage: deduplication and parallel lanes, with the real evaluator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from testtime.config import validate
+from testtime.stages import evaluate_samples
+from testtime.tasks import load_bundled
+
+
+@pytest.fixture(scope="module")
+def tasks() -> pd.DataFrame:
+    chosen = [t for t in load_bundled() if t.name in ("ReLU", "Sigmoid")]
+    return pd.DataFrame([{"problem_id": t.problem_id, "name": t.name, "code": t.code} for t in chosen])
+
+
+def _samples(tasks: pd.DataFrame) -> pd.DataFrame:
+    relu, sigmoid = (int(tasks.loc[tasks.name == n, "problem_id"].iloc[0]) for n in ("ReLU", "Sigmoid"))
+    actions = [
+        (relu, "return torch.relu(x)"),
+        (relu, "return x * 2"),
+        (relu, "return torch.relu(x)"),  # a duplicate: judged once
+        (relu, ""),
+        (sigmoid, "return torch.sigmoid(x)"),
+        (sigmoid, "return torch.tanh(x)"),
+    ]
+    return pd.DataFrame(
+        [{"seed": 42, "problem_id": pid, "sample_index": i, "raw_action": a} for i, (pid, a) in enumerate(actions)]
+    )
+
+
+def _evaluation(**overrides) -> dict:
+    with open(Path(__file__).resolve().parents[1] / "config" / "config.yaml") as f:
+        config = yaml.safe_load(f)
+    config["evaluation"].update(correctness_trials=2, timing_pairs=3, warmup=1, **overrides)
+    return validate(config)["evaluation"]
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_verdicts_do_not_depend_on_lanes_and_duplicates_reuse_one_verdict(tasks, lanes):
+    records = evaluate_samples(_samples(tasks), tasks, _evaluation(), lanes=lanes).set_index("sample_index")
+    assert records["correct"].tolist() == [True, False, True, False, True, False]
+    assert records.loc[1, "error_kind"] == "numerical_mismatch"
+    assert records.loc[3, "error_kind"] == "extraction_failed"
+    assert records["reused_verdict"].tolist() == [False, False, True, False, False, False]
+    assert records.loc[0, "candidate_hash"] == records.loc[2, "candidate_hash"]
+
+
+def test_without_dedupe_every_sample_is_judged(tasks):
+    records = evaluate_samples(_samples(tasks), tasks, _evaluation(dedupe=False), lanes=2)
+    assert not records["reused_verdict"].any()
+    assert records["correct"].tolist() == [True, False, True, False, True, False]
