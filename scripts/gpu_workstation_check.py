@@ -140,8 +140,8 @@ def main() -> int:
         "models:\n  smollm2-135m:\n    source: unused-samples-are-written-by-the-check\n    materialize: false\n"
         "suites:\n  bundled:\n    source: bundled\n    subset_size: 4\n"
         f"sampling:\n  k: {args.k}\n"
-        f"evaluation:\n  device: {args.device}\n  memory_mb: 0\n  timing_pairs: 5\n  warmup: 3\n"
-        f"resources:\n  evaluation:\n    gpus: 1\n    shards: {args.shards}\n    threads: 2\n"
+        f"evaluation:\n  device: {args.device}\n  memory_mb: 0\n  dedupe: false\n  timing_pairs: 5\n  warmup: 3\n"
+        f"resources:\n  evaluation:\n    gpus: 1\n    shards: {args.shards}\n    threads: 1\n"
     )
     seeds = [42, 43]
     lock_dir = Path(tempfile.mkdtemp(prefix="gpu-locks-"))  # isolated from other users' jobs

@@ -10,8 +10,14 @@ WHEELS=${WHEELS:-.wheels}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv --system-site-packages "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import snakemake, pyarrow, scipy, jsonschema" 2>/dev/null; then
-  "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" "snakemake>=9.19,<10" pyarrow scipy jsonschema pyyaml
+# install only what the machine lacks (module name -> requirement)
+need=()
+for pair in "snakemake:snakemake>=9.19,<10" pyarrow:pyarrow scipy:scipy jsonschema:jsonschema yaml:pyyaml; do
+  "$VENV/bin/python" -c "import ${pair%%:*}" 2>/dev/null || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing from $WHEELS: ${need[*]}"
+  "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" "${need[@]}"
 fi
 nvidia-smi -L || true
 PYTHONPATH=. exec "$VENV/bin/python" scripts/gpu_workstation_check.py "$@"

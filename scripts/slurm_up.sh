@@ -3,7 +3,8 @@
 # machine, for tests/test_slurm.py and local trials of profiles/slurm. Debian/Ubuntu, as root
 # (or through passwordless sudo), with or without systemd.
 #
-# Idempotent: installs missing Debian packages, writes /etc/slurm/{slurm,gres}.conf, stops
+# Idempotent: installs missing Debian packages, writes /etc/slurm/{slurm,gres}.conf (removed again
+# by scripts/slurm_down.sh), stops
 # daemons that an earlier run of this script started (pid files under $SLURM_CI_BASE/run, checked
 # by program name), starts fresh ones with clean state, then waits until the node is idle and an
 # `srun` succeeds. Every wait is bounded.

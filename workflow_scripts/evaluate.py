@@ -26,6 +26,7 @@ def main(snakemake) -> None:  # noqa: ANN001
         log.info("%d records: %d correct; error kinds %s", len(records), int(records["correct"].sum()) if len(records) else 0,
                  records["error_kind"].value_counts().to_dict() if len(records) else {})
         device = provenance.device_info(evaluation["device"]) if len(records) else {"device": evaluation["device"]}
+        job = job_environment()  # inside the lease: CUDA_VISIBLE_DEVICES as the job saw it
     upstream = read_provenance(snakemake.input.samples)
     prov = provenance.build(
         {"evaluation": evaluation, "upstream_config_hash": upstream.get("config_hash")},
@@ -34,7 +35,7 @@ def main(snakemake) -> None:  # noqa: ANN001
         suite_revision=upstream.get("suite_revision"),
         seed=upstream.get("seed"),
         shard={"index": shard, "of": n_shards, "tasks": [int(t) if str(t).isdigit() else t for t in mine]},
-        job=job_environment(),
+        job=job,
         **device,
     )
     write_parquet(records, snakemake.output[0], prov)
