@@ -11,8 +11,9 @@ rule select_samples:
         "results/logs/select_samples/{model}/{suite}.log",
     conda:
         "../envs/analysis.yaml"
+    threads: stage_threads("analysis")
     resources:
-        mem_mb=2000,
+        **stage_resources("analysis"),
     params:
         selection=cfg("selection"),
         code=code("testtime/analysis.py", "testtime/stages.py"),

@@ -38,3 +38,31 @@ def model_path(wildcards):
 
 RUN = config["run"]
 SEEDS = RUN["seeds"]
+
+
+# ---------------------------------------------------------------- scheduling (config `resources`)
+# Every rule takes its threads and resources from its stage's section, so profiles/slurm and
+# profiles/workstation schedule the same DAG from one place. Rules of stages added later
+# (training, probes) call these with their stage name.
+
+
+def stage_threads(stage):
+    """CPU threads of a stage's jobs."""
+    return config["resources"][stage]["threads"]
+
+
+def stage_resources(stage):
+    """Snakemake resources of a stage's jobs: memory and runtime grow with the retry attempt; a
+    GPU (and its model, and a partition) is requested only where the stage asks for one."""
+    spec = config["resources"][stage]
+    res = {
+        "mem_mb": lambda wildcards, attempt: spec["mem_mb"] * attempt,
+        "runtime": lambda wildcards, attempt: spec["runtime"] * attempt,
+    }
+    if spec["gpus"] > 0:
+        res["gpu"] = spec["gpus"]
+        if spec["gpu_model"]:
+            res["gpu_model"] = spec["gpu_model"]
+    if spec["slurm_partition"]:
+        res["slurm_partition"] = spec["slurm_partition"]
+    return res

@@ -7,8 +7,9 @@ rule materialize_model:
         "results/benchmarks/materialize_model/{model}.tsv"
     conda:
         "../envs/sampling.yaml"
+    threads: stage_threads("models")
     resources:
-        mem_mb=4000,
+        **stage_resources("models"),
     params:
         source=lambda wc: config["models"][wc.model]["source"],
         dtype=lambda wc: config["models"][wc.model]["dtype"],

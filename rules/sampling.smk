@@ -11,9 +11,9 @@ rule sample:
         "results/benchmarks/sample/{model}/{suite}/seed{seed}.tsv"
     conda:
         "../envs/sampling.yaml"
-    threads: 1
+    threads: stage_threads("sampling")
     resources:
-        mem_mb=4000,
+        **stage_resources("sampling"),
     params:
         sampling=cfg("sampling"),
         model=lambda wc: cfg("models", wc.model),

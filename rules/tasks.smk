@@ -6,8 +6,9 @@ rule prepare_tasks:
         "results/logs/prepare_tasks/{suite}.log",
     conda:
         "../envs/workflow.yaml"
+    threads: stage_threads("tasks")
     resources:
-        mem_mb=1000,
+        **stage_resources("tasks"),
     params:
         suite=lambda wc: cfg("suites", wc.suite),
         code=code("testtime/tasks", "testtime/stages.py"),

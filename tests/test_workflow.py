@@ -70,12 +70,19 @@ def test_nothing_to_do_after_a_complete_run(workdir):
 
 def test_temperature_reruns_sampling_and_downstream_only(workdir):
     counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "sampling:\n  temperature: 0.5\n")], cwd=workdir).stdout)
-    assert counts == {"sample": 2, "evaluate": 2, "select_samples": 1, "fig4": 1}
+    assert counts == {"sample": 2, "evaluate": 2, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
 def test_selection_setting_reruns_selection_and_figure_only(workdir):
     counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "selection:\n  score: lp_sum\n")], cwd=workdir).stdout)
     assert counts == {"select_samples": 1, "fig4": 1}
+
+
+def test_resources_rerun_nothing_but_shards_rerun_evaluation(workdir):
+    out = run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  sampling:\n    threads: 2\n    mem_mb: 9000\n")], cwd=workdir)
+    assert out.returncode == 0 and job_counts(out.stdout) == {}, out.stderr[-2000:]
+    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  evaluation:\n    shards: 2\n")], cwd=workdir).stdout)
+    assert counts == {"evaluate": 4, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
 def test_figure_style_reruns_the_figure_only(workdir):
@@ -85,7 +92,7 @@ def test_figure_style_reruns_the_figure_only(workdir):
 
 def test_evaluation_setting_keeps_samples(workdir):
     counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "evaluation:\n  timing_pairs: 4\n")], cwd=workdir).stdout)
-    assert counts == {"evaluate": 2, "select_samples": 1, "fig4": 1}
+    assert counts == {"evaluate": 2, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
 HOSTILE = {
@@ -108,7 +115,7 @@ def test_hostile_samples_become_error_records(workdir):
     rows.to_parquet(target)
     out = run_snakemake(
         ["results/evaluations/smollm2-135m/bundled/seed99.parquet", "-c2", *override(workdir, "evaluation:\n  timeout_s: 5\n  candidate_budget_s: 20\n"),
-         "--allowed-rules", "evaluate"],
+         "--allowed-rules", "evaluate", "merge_evaluations"],
         cwd=workdir,
         timeout=300,
     )

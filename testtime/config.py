@@ -72,7 +72,22 @@ def validate(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[st
                 f"config key 'run.{registry[:-1]}': {name!r} is not defined under '{registry}' "
                 f"(defined: {sorted(config[registry])})"
             )
+    check_gpu_requests(config)
     return config
+
+
+def check_gpu_requests(config: dict[str, Any]) -> None:
+    """A stage that computes on a GPU must ask the scheduler for one, or jobs would share devices."""
+    needs = {
+        "sampling": config["sampling"]["backend"] == "vllm" or str(config["sampling"]["device"]).startswith("cuda"),
+        "evaluation": str(config["evaluation"]["device"]).startswith("cuda"),
+    }
+    for stage, needs_gpu in needs.items():
+        if needs_gpu and config["resources"][stage]["gpus"] == 0:
+            raise ConfigError(
+                f"config key 'resources.{stage}.gpus': the {stage} stage runs on a GPU "
+                f"({stage}.device/backend) but requests none; set resources.{stage}.gpus to at least 1"
+            )
 
 
 def canonical(obj: Any) -> Any:

@@ -133,7 +133,7 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
             }
         )
     records = pd.DataFrame(rows)
-    for problem_id, group in records.groupby("problem_id"):
+    for problem_id, group in (records.groupby("problem_id") if len(records) else []):
         logger.info("task %s: %d/%d correct, %d unique candidates", problem_id, int(group["correct"].sum()), len(group), int((~group["reused_verdict"]).sum()))
     return records
 

@@ -29,4 +29,16 @@ def setup(snakemake: Any) -> logging.Logger:
         logger.error("uncaught exception", exc_info=(kind, value, tb))
 
     sys.excepthook = excepthook
+    from testtime.scheduling import job_environment
+
+    # Where the job ran (host, SLURM job id, GPUs): the evidence a cluster run leaves in each log.
+    logger.info("job environment: %s", " ".join(f"{k}={v}" for k, v in job_environment().items()))
     return logger
+
+
+def gpu_lease(snakemake: Any):  # noqa: ANN201
+    """Hold the GPUs this job requested (resources gpu) for the block: on a workstation each job
+    gets its own devices through CUDA_VISIBLE_DEVICES; under SLURM the scheduler's are checked."""
+    from testtime.gpus import gpu_lease as lease
+
+    return lease(int(getattr(snakemake.resources, "gpu", 0) or 0))

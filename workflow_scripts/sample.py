@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from _common import setup
+from _common import gpu_lease, setup
 
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
@@ -13,6 +13,13 @@ from testtime.stages import sample_tasks
 
 def main(snakemake) -> None:  # noqa: ANN001
     log = setup(snakemake)
+    with gpu_lease(snakemake) as lease:  # before anything touches CUDA
+        if lease.devices:
+            log.info("GPU lease: %s", lease.describe())
+        run(snakemake, log, len(lease.devices))
+
+
+def run(snakemake, log, n_gpus: int) -> None:  # noqa: ANN001
     import torch
 
     torch.set_num_threads(snakemake.threads)
@@ -20,6 +27,8 @@ def main(snakemake) -> None:  # noqa: ANN001
     options = {"dtype": model["dtype"], "chat_format": model["chat_format"], "stop_tokens": model["stop_tokens"]}
     if sampling["backend"] == "transformers":
         options["device"] = sampling["device"]
+    elif sampling["backend"] == "vllm":
+        options["tensor_parallel_size"] = max(1, n_gpus)  # the job's GPUs (resources.sampling.gpus)
     backend = make_backend(sampling["backend"], snakemake.params.model_path, **options)
     tasks = read_parquet(snakemake.input.tasks)
     split = json.loads(Path(snakemake.input.split).read_text())
