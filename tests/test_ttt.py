@@ -229,3 +229,49 @@ def test_all_zero_advantage_switch(backend, drawn):
         moved = max(float((p - start[n]).abs().max()) for n, p in lora_state(policy).items())
         # without the switch, Adam's momentum moves the adapter even though the gradient is 0
         assert (moved == 0.0) is skip
+
+
+def test_duplicate_completions_merge_into_one_row_with_summed_advantage(backend, drawn):
+    from testtime.scoring import completion_logprobs, merge_duplicates, score_completions
+
+    policy = fresh_policy(backend, {**RUN, "lora_targets": ["q_proj"]})
+    with torch.no_grad():  # a non-zero B, so that every LoRA matrix gets a gradient
+        for n, p in policy.peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01)
+    prompt_ids = backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    comps = [c.token_ids for c in drawn] + [drawn[0].token_ids, drawn[1].token_ids]
+    q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
+    adv = [1.0, -0.5, 0.3, -0.2, 0.7, 0.4]
+
+    def grads(rows, qs, advs):
+        policy.optimizer.zero_grad()
+        lp, mask = completion_logprobs(policy.model, prompt_ids, rows, policy.pad_id)
+        qt = torch.zeros_like(lp)
+        for i, r in enumerate(qs):
+            qt[i, : len(r)] = torch.tensor(r)
+        ttt.pg_loss(lp, qt, torch.tensor(advs), mask).backward()
+        return {n: p.grad.clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
+
+    full = grads(comps, q, adv)
+    rows, qs, advs, counts = merge_duplicates(comps, q, adv)
+    assert len(rows) == len({tuple(c) for c in comps}) and sum(counts) == len(comps)
+    merged = grads(rows, qs, advs)
+    scale = max(float(g.abs().max()) for g in full.values())
+    assert scale > 0
+    assert max(float((full[n] - merged[n]).abs().max()) for n in full) < 1e-4 * scale
+
+
+def test_merged_sampling_is_the_adapted_policy(backend, drawn):
+    from testtime.scoring import score_completions
+
+    policy = fresh_policy(backend)
+    policy.update(batch_of(policy, drawn, [1.5, -0.5, -0.5, -0.5]))
+    prompt_ids = backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    comps = [c.token_ids for c in drawn]
+    unmerged = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
+    base = [sum(c.token_logprobs) for c in drawn]
+    assert max(abs(sum(u) - b) for u, b in zip(unmerged, base)) > 1e-3  # the update did change the policy
+    assert policy.merge_for_sampling()
+    merged = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
+    assert max(abs(a - b) for u, m in zip(unmerged, merged) for a, b in zip(u, m)) < 1e-4

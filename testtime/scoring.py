@@ -83,10 +83,38 @@ def score_completions(
     chunk: int = 16,
     autocast: str = "none",
 ) -> list[list[float]]:
-    """Raw log-probs of each completion's tokens (lists of floats), ``chunk`` rows at a time."""
-    results: list[list[float]] = []
-    for start in range(0, len(completions), chunk):
-        batch = completions[start : start + chunk]
+    """Raw log-probs of each completion's tokens (lists of floats), ``chunk`` rows at a time.
+
+    Identical completions are scored once (a model at low temperature repeats itself: the
+    embedded default's 256 Best-of-N samples hold 25 distinct ones), and rows are batched in
+    length order so little compute goes to padding.
+    """
+    unique = sorted({tuple(int(t) for t in c) for c in completions}, key=len)
+    scored: dict[tuple[int, ...], list[float]] = {}
+    for start in range(0, len(unique), chunk):
+        batch = unique[start : start + chunk]
         lp, _ = completion_logprobs(model, prompt_ids, batch, pad_id, autocast=autocast)
-        results.extend(lp[row, : len(comp)].tolist() for row, comp in enumerate(batch))
-    return results
+        scored.update((comp, lp[row, : len(comp)].tolist()) for row, comp in enumerate(batch))
+    return [list(scored[tuple(int(t) for t in c)]) for c in completions]
+
+
+def merge_duplicates(
+    completions: Sequence[Sequence[int]], sampler_logprobs: Sequence[Sequence[float]], advantages: Sequence[float]
+) -> tuple[list[tuple[int, ...]], list[list[float]], list[float], list[int]]:
+    """Identical completions of one prompt merged for the policy-gradient loss.
+
+    Σ_i A_i Σ_t exp(log p(x_t) - q_i,t) over copies of one sequence x equals (Σ_i A_i) times one
+    copy's term, up to the float noise between the copies' recorded sampler log-probs (~1e-6;
+    the first copy's are kept). Returns (unique completions in length order, their sampler
+    log-probs, summed advantages, copy counts).
+    """
+    merged: dict[tuple[int, ...], list] = {}
+    for comp, q, a in zip(completions, sampler_logprobs, advantages):
+        key = tuple(int(t) for t in comp)
+        if key in merged:
+            merged[key][1] += float(a)
+            merged[key][2] += 1
+        else:
+            merged[key] = [list(map(float, q)), float(a), 1]
+    keys = sorted(merged, key=len)
+    return keys, [merged[k][0] for k in keys], [merged[k][1] for k in keys], [merged[k][2] for k in keys]

@@ -290,6 +290,10 @@ class LoraPolicy:
                 for group in self.optimizer.param_groups:  # this run's settings, whatever was saved
                     group.update(lr=run["lr"], betas=(run["adam_beta1"], run["adam_beta2"]), eps=run["adam_eps"], weight_decay=0.0)
 
+    def merge_for_sampling(self) -> bool:
+        """Fold the LoRA into the base weights for decoding; see :func:`merge_for_sampling`."""
+        return merge_for_sampling(self.peft)
+
     @property
     def pad_id(self) -> int:
         return int(self.backend.stop_ids[0])
@@ -303,7 +307,7 @@ class LoraPolicy:
         """
         import torch
 
-        from testtime.scoring import completion_logprobs
+        from testtime.scoring import completion_logprobs, merge_duplicates
 
         if self.optimizer is None:
             raise ValueError("this policy was built without optimizer settings (step 0 never updates)")
@@ -314,20 +318,22 @@ class LoraPolicy:
             "skipped": False,
         }
         if stats["all_zero_advantage"] and self.run["skip_zero_advantage"]:
-            stats.update(skipped=True, loss=0.0, grad_norm=0.0, n_tokens=0, max_abs_log_ratio=0.0)
+            stats.update(skipped=True, loss=0.0, grad_norm=0.0, n_tokens=0, n_unique=0, max_abs_log_ratio=0.0)
             return stats
         self.optimizer.zero_grad(set_to_none=False)
-        loss_total, n_tokens, max_log_ratio = 0.0, 0, 0.0
+        loss_total, n_tokens, max_log_ratio, n_unique = 0.0, 0, 0.0, 0
         device = next(self.model.parameters()).device
         for group in batch:
-            comps = group["completions"]
+            # copies of one completion add their advantages (the loss is linear in A)
+            comps, qs, advs, _ = merge_duplicates(group["completions"], group["sampler_logprobs"], group["advantages"])
+            n_unique += len(comps)
             for start in range(0, len(comps), chunk):
                 rows = comps[start : start + chunk]
                 lp, mask = completion_logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
                 q = torch.zeros_like(lp)
-                for r, lps in enumerate(group["sampler_logprobs"][start : start + chunk]):
-                    q[r, : len(lps)] = torch.tensor(list(lps), dtype=q.dtype)
-                adv = torch.tensor(group["advantages"][start : start + chunk], dtype=lp.dtype, device=device)
+                for r, lps in enumerate(qs[start : start + chunk]):
+                    q[r, : len(lps)] = torch.tensor(lps, dtype=q.dtype)
+                adv = torch.tensor(advs[start : start + chunk], dtype=lp.dtype, device=device)
                 loss = pg_loss(lp, q, adv, mask)
                 loss.backward()
                 loss_total += float(loss.detach())
@@ -335,7 +341,7 @@ class LoraPolicy:
                 max_log_ratio = max(max_log_ratio, float(((lp - q).abs() * mask).max().detach()))
         grad_norm = math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in self.params if p.grad is not None))
         self.optimizer.step()
-        stats.update(loss=loss_total, grad_norm=grad_norm, n_tokens=n_tokens, max_abs_log_ratio=max_log_ratio)
+        stats.update(loss=loss_total, grad_norm=grad_norm, n_tokens=n_tokens, n_unique=n_unique, max_abs_log_ratio=max_log_ratio)
         return stats
 
     def save(self, adapter_dir: str | Path, optimizer_path: str | Path) -> None:
@@ -356,6 +362,24 @@ class LoraPolicy:
         os.close(fd)
         torch.save(self.optimizer.state_dict() if self.optimizer is not None else {}, tmp_file)
         os.replace(tmp_file, optimizer_path)
+
+
+def merge_for_sampling(peft: Any) -> bool:
+    """Merge the active LoRA into fp32 base weights (PEFT ``merge_adapter``) so that decoding
+    runs plain linear layers: one token at a time, the unmerged LoRA's extra small matmuls
+    doubled the embedded default's sampling time. The merged model equals the adapted one up to
+    fp32 rounding (the recorded sampler log-probs differ from the update's by ~1e-5, reported
+    as ``max_abs_log_ratio``). Not done for bf16/fp16 bases, whose rounding would swallow small
+    LoRA deltas. Call it after the adapter is saved: nothing trains on the merged weights.
+    Returns whether it merged.
+    """
+    import torch
+
+    base = peft.get_base_model()
+    if next(base.parameters()).dtype != torch.float32:
+        return False
+    peft.merge_adapter()
+    return True
 
 
 # --------------------------------------------------------------------------------------
@@ -496,6 +520,7 @@ def run_step(
     started = time.monotonic()
     policy.save(adapter_out, optimizer_out)
     timings["save_s"] = time.monotonic() - started
+    merged = policy.merge_for_sampling()
     rollouts, evaluations, more = sample_and_evaluate(
         backend, tasks, sampling, evaluation, run["k"], run["seed"], f"{run['suite']}:ttt-step{step}"
     )
@@ -510,6 +535,7 @@ def run_step(
         prompt_tokens=int(rollouts["prompt_tokens"].sum()),
         completion_tokens=int(rollouts["n_tokens"].sum()),
         update=update,
+        lora_merged_for_sampling=merged,
         timings=timings,
         reward_history=history,
     )

@@ -8,7 +8,7 @@ from _common import setup
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import make_backend
-from testtime.ttt import sample_and_evaluate, run_tasks, score_step, step_metrics
+from testtime.ttt import merge_for_sampling, run_tasks, sample_and_evaluate, score_step, step_metrics
 
 
 def main(snakemake) -> None:  # noqa: ANN001
@@ -23,7 +23,8 @@ def main(snakemake) -> None:  # noqa: ANN001
         "transformers", snakemake.params.model_path, dtype=model["dtype"], device=target["device"],
         chat_format=model["chat_format"], stop_tokens=model["stop_tokens"],
     )
-    PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
+    peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
+    merge_for_sampling(peft)
     backend.model.eval()
     tasks = run_tasks(read_parquet(snakemake.input.tasks), target, f"ttt.runs.{spec['target']}")
     split = json.loads(Path(snakemake.input.split).read_text())
