@@ -48,7 +48,7 @@ rule ttt_all:
         "figures/fig6.pdf",
         f"results/tables/{RUN['model']}/{RUN['suite']}/table2.csv",
         "results/tables/ttt/table6.csv",
-        branch(config["ttt"]["experiments"]["subset2"], then="results/tables/ttt/table4.csv"),
+        branch(bool(config["ttt"]["experiments"]["subset2"]), then="results/tables/ttt/table4.csv"),
         branch(bool(config["ttt"]["experiments"]["lr_sweep"]), then="results/tables/ttt/table10.csv"),
         branch(bool(config["ttt"]["experiments"]["isolated"]), then="results/tables/ttt/table12.csv"),
         branch(bool(config["ttt"]["experiments"]["transfer"]), then="results/tables/ttt/transfer.csv"),

@@ -19,6 +19,7 @@ def probe_input(wc):
         "tasks": f"results/tasks/{run['suite']}/tasks.parquet",
         "model": model_dir_input(run["model"]),
         "adapters": ttt_adapters(wc.run),
+        "metrics": ttt_metrics(wc.run)[-1],
     }
 
 

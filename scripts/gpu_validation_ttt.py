@@ -6,7 +6,8 @@ Usage (repository root, no network needed):
 
 ``--model-dir`` is the materialised SmolLM2-135M-Instruct safetensors directory (what
 ``snakemake results/models/smollm2-135m`` or the tests' cache .pytest_cache/testtime/smollm2-135m
-hold). Needs torch with CUDA, transformers, peft, pandas, pyarrow, scipy. Exits 0 with a message
+hold, 517 MiB). With ``--random-model`` only its tokenizer files are read and a small random
+Llama stands in (checks code paths and numerics, not behaviour). Needs torch with CUDA, transformers, peft, pandas, pyarrow, scipy. Exits 0 with a message
 when CUDA is absent.
 
 What it does, for one TTT run on the bundled Subset 1 (4 tasks, K rollouts each):
@@ -58,6 +59,25 @@ def backend_on(model_dir: str, device: str):
     return TransformersBackend(model_dir, device=device)
 
 
+def random_model(tokenizer_dir: str) -> str:
+    """A 4-layer Llama with random weights and the given tokenizer, saved to a temporary dir:
+    checks the code paths and CUDA-vs-CPU numerics when the 517 MiB model cannot be brought."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    out = tempfile.mkdtemp(prefix="ttt-random-model-")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    print(f"random 4-layer Llama with the tokenizer of {tokenizer_dir} in {out}")
+    return out
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -71,12 +91,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--random-model", action="store_true",
+                    help="use a small randomly initialised Llama with the tokenizer found in --model-dir (only the tokenizer files need to be there)")
     ap.add_argument("--cpu-smoke", action="store_true", help="run every check with 'cpu' in place of 'cuda' (checks the script itself)")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_smoke:
         print("CUDA not available: nothing to validate (TTT/probe GPU checks skipped)")
         return 0
     dev = "cpu" if args.cpu_smoke else "cuda"
+    if args.random_model:
+        args.model_dir = random_model(args.model_dir)
 
     from testtime import ttt
     from testtime.probes import probe_statistics, rescore

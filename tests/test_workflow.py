@@ -159,6 +159,8 @@ def ttt_workdir(workdir) -> dict:
     os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its jobs die without cleanup
     proc.wait()
     finished = {s: {p: p.stat().st_mtime_ns for p in step_files(workdir, "main-s42", s)} for s in (0, 1)}
+    # after a hard kill the directory stays locked: snakemake --unlock, as snakemake itself says
+    assert run_snakemake([*TTT_TARGETS, "--unlock", *TINY], cwd=workdir, timeout=120).returncode == 0
     plan = run_snakemake([*TTT_TARGETS, "-n", *TINY], cwd=workdir, timeout=120)
     out = run_snakemake([*TTT_TARGETS, "-c2", *TINY], cwd=workdir)  # the profile reruns incomplete jobs
     assert out.returncode == 0, out.stderr[-4000:]

@@ -59,9 +59,14 @@ def fig3(table2: pd.DataFrame, ttt_fast_1: float, equivalent_k: float, out: str 
     if sat is not None and k.max() >= sat:
         ax.axvspan(sat, k.max() * 1.4, color="#999999", alpha=0.15, lw=0)
         ax.text(sat * 1.05, 5, "Saturation", fontsize=8, color="#555555")
-    label_k = f"{equivalent_k:.2g}" if equivalent_k == equivalent_k and equivalent_k != float("inf") else str(equivalent_k)
+    if equivalent_k == float("inf"):
+        label_k = f"TTT above the curve (equiv. K > {int(k.max())})"
+    elif equivalent_k != equivalent_k:
+        label_k = "TTT equiv. K undefined"
+    else:
+        label_k = f"TTT equiv. K={equivalent_k:.2g}"
     ax.axhline(ttt_fast_1 * 100, color="#d9534f", ls="--", label=f"TTT BoA ({ttt_fast_1 * 100:.1f}%)")
-    ax.text(k.min(), ttt_fast_1 * 100 + 2.5, f"TTT equiv. K={label_k}", color="#d9534f", fontsize=8)
+    ax.text(k.min(), ttt_fast_1 * 100 + 2.5, label_k, color="#d9534f", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.set_xticks(k, [f"{int(v)}" for v in k])
     ax.set_xlim(k.min() / 1.4, k.max() * 1.4)

@@ -1,5 +1,8 @@
 """NLL probe, scoring: the fixed Best-of-N samples of one seed under every checkpoint of a TTT run."""
 
+import json
+from pathlib import Path
+
 from _common import setup
 
 from testtime import provenance
@@ -28,10 +31,12 @@ def main(snakemake) -> None:  # noqa: ANN001
     scores.insert(0, "run", snakemake.wildcards.run)
     scores.insert(1, "seed", int(snakemake.wildcards.seed))
     upstream = read_provenance(snakemake.input.samples)
+    checkpoints = json.loads(Path(snakemake.input.metrics).read_text())["provenance"]  # the run's last step
     prov = provenance.build(
         {"probe": probe, "ttt": run, "prompt_variant": snakemake.params.prompt_variant, "upstream_config_hash": upstream.get("config_hash")},
         run=snakemake.wildcards.run, seed=int(snakemake.wildcards.seed), model=upstream.get("model"), suite=upstream.get("suite"),
-        suite_revision=upstream.get("suite_revision"), autocast=run["autocast"], **provenance.device_info(run["device"]),
+        suite_revision=upstream.get("suite_revision"), autocast=run["autocast"], steps=len(adapters) - 1,
+        checkpoints_provenance=checkpoints, **provenance.device_info(run["device"]),
     )
     write_parquet(scores, snakemake.output[0], prov)
     log.info("%d scores over %d steps", len(scores), len(adapters))

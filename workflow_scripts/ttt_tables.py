@@ -10,15 +10,22 @@ from testtime import provenance, tables
 from testtime.records import read_parquet, read_provenance
 
 
-def load_runs(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """Trajectories of every run whose metrics.json files are listed (grouped by run name)."""
+def load_runs(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict]:
+    """Trajectories of every run whose metrics.json files are listed (grouped by run name), the
+    upstream config hashes, and per run its steps and deviations from the paper."""
     by_run: dict[str, list[dict]] = {}
     for p in paths:
         m = json.loads(Path(p).read_text())
         by_run.setdefault(m["run"], []).append(m)
     aggs, tasks = zip(*(tables.trajectory(run, ms) for run, ms in by_run.items()))
-    upstream = [ms[0]["provenance"]["config_hash"] for ms in by_run.values()]
-    return pd.concat(aggs, ignore_index=True), pd.concat(tasks, ignore_index=True), upstream
+    upstream = [m["provenance"]["config_hash"] for ms in by_run.values() for m in ms]
+    runs = {}
+    for run, ms in by_run.items():
+        last = max(ms, key=lambda m: m["step"])
+        steps = int(last["step"])
+        deviations = {**provenance.deviations_from_paper({"ttt": {"steps": steps}}), **last["provenance"].get("deviations_from_paper", {})}
+        runs[run] = {"steps": steps, "seed": last["provenance"].get("seed"), "suite": last["provenance"].get("suite"), "deviations_from_paper": deviations}
+    return pd.concat(aggs, ignore_index=True), pd.concat(tasks, ignore_index=True), upstream, runs
 
 
 def write_csv(frame: pd.DataFrame, path: str) -> None:
@@ -32,7 +39,7 @@ def main(snakemake) -> None:  # noqa: ANN001
     log = setup(snakemake)
     out, spec = snakemake.output, snakemake.params.spec
     which = snakemake.rule
-    agg, per_task, upstream = load_runs(list(snakemake.input.metrics))
+    agg, per_task, upstream, runs = load_runs(list(snakemake.input.metrics))
     extra: dict = {}
     if which == "table6":
         sel = tables.selection(agg, per_task, patience=spec["patience"])
@@ -66,7 +73,7 @@ def main(snakemake) -> None:  # noqa: ANN001
         log.info("Transfer:\n%s", table.to_string(index=False))
     else:
         raise ValueError(f"ttt_tables.py does not build rule {which!r}")
-    prov = provenance.build({"table": spec, "upstream_config_hashes": sorted(set(upstream))}, table=which, **extra)
+    prov = provenance.build({"table": spec, "upstream_config_hashes": sorted(set(upstream))}, table=which, run_facts=runs, **extra)
     provenance.write_json_atomic(out.provenance, prov)
     if which == "table6":
         provenance.write_json_atomic(out.summary, {**extra, "provenance": prov})
