@@ -40,19 +40,7 @@ rule table2:
         "../workflow_scripts/table2.py"
 
 
-EXPERIMENTS = config["ttt"]["experiments"]
 TTT_TABLE_CODE = code("testtime/tables.py", "testtime/analysis.py")
-
-
-def experiment_runs(key):
-    runs = EXPERIMENTS[key]
-    if not runs:
-        raise WorkflowError(f"config key 'ttt.experiments.{key}' lists no run; this table needs some")
-    return runs
-
-
-def metrics_of(runs):
-    return [path for run in runs for path in ttt_metrics(run)]
 
 
 rule table6:
@@ -75,17 +63,6 @@ rule table6:
         code=TTT_TABLE_CODE,
     script:
         "../workflow_scripts/ttt_tables.py"
-
-
-def table4_input(wc):
-    spec = EXPERIMENTS["subset2"]
-    if not spec:
-        raise WorkflowError("config key 'ttt.experiments.subset2' is null; Table 4 needs a Subset 2 run")
-    run = ttt_run(spec["run"])
-    return {
-        "metrics": ttt_metrics(spec["run"]),
-        "bon": f"results/evaluations/{run['model']}/{run['suite']}/seed{spec['bon_seed']}.parquet",
-    }
 
 
 rule table4:
@@ -144,14 +121,6 @@ rule table12:
         code=TTT_TABLE_CODE,
     script:
         "../workflow_scripts/ttt_tables.py"
-
-
-def transfer_table_input(wc):
-    spec = EXPERIMENTS["transfer"]
-    if not spec:
-        raise WorkflowError("config key 'ttt.experiments.transfer' lists no transfer")
-    runs = sorted({s["source"] for s in spec.values()} | {s["target"] for s in spec.values()})
-    return {"transfers": [f"results/ttt/transfer/{n}/metrics.json" for n in spec], "metrics": metrics_of(runs)}
 
 
 rule transfer_table:

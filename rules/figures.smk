@@ -17,7 +17,6 @@ rule fig4:
         "../workflow_scripts/fig4.py"
 
 
-PROBE = config["probe"]
 
 
 rule fig3:
@@ -61,13 +60,6 @@ rule fig5:
         code=code("testtime/figures.py"),
     script:
         "../workflow_scripts/fig5.py"
-
-
-def fig6_input(wc):
-    if not PROBE["run"]:
-        raise WorkflowError("config key 'probe.run' is null; Figure 6 needs the TTT run to probe")
-    base = f"results/tables/probes/{PROBE['run']}/seed{PROBE['seed']}/probe.csv"
-    return {"table": base, "table_provenance": base + ".provenance.json"}
 
 
 rule fig6:

@@ -1,28 +1,6 @@
 # NLL over-sharpening probe: score (one job: base loaded once, adapters switched), then analyse.
 
 
-def probe_run(wc):
-    run = ttt_run(wc.run)
-    if (run["model"], run["suite"]) != (RUN["model"], RUN["suite"]):
-        raise WorkflowError(
-            f"config key 'probe.run': run {wc.run!r} adapts {run['model']}/{run['suite']}, but the Best-of-N "
-            f"samples are {RUN['model']}/{RUN['suite']} (run.model/run.suite)"
-        )
-    return run
-
-
-def probe_input(wc):
-    run = probe_run(wc)
-    bon = f"{run['model']}/{run['suite']}/seed{wc.seed}"
-    return {
-        "samples": f"results/samples/{bon}.parquet",
-        "tasks": f"results/tasks/{run['suite']}/tasks.parquet",
-        "model": model_dir_input(run["model"]),
-        "adapters": ttt_adapters(wc.run),
-        "metrics": ttt_metrics(wc.run)[-1],
-    }
-
-
 rule probe_score:
     input:
         unpack(probe_input),

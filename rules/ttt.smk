@@ -1,69 +1,6 @@
 # Test-time training: one job per step, results/ttt/{run}/step{step}/. Step s+1 reads step s's
 # files, so a run killed during step s resumes at step s and no finished step reruns.
 
-from testtime.ttt import resolve_run, step_settings
-
-
-wildcard_constraints:
-    run=r"[A-Za-z0-9_.\-]+",
-    step=r"\d+",
-    name=r"[A-Za-z0-9_.\-]+",
-
-
-def ttt_run(name):
-    try:
-        return canonical(resolve_run(config, name))
-    except ValueError as err:
-        raise WorkflowError(str(err)) from None
-
-
-def ttt_step_dir(name, step):
-    return f"results/ttt/{name}/step{step}"
-
-
-def ttt_metrics(name):
-    """metrics.json of every step 0..S of a run."""
-    return [f"{ttt_step_dir(name, s)}/metrics.json" for s in range(ttt_run(name)["steps"] + 1)]
-
-
-def ttt_adapters(name):
-    return [f"{ttt_step_dir(name, s)}/adapter" for s in range(ttt_run(name)["steps"] + 1)]
-
-
-def model_dir_input(model):
-    return [f"results/models/{model}"] if config["models"][model]["materialize"] else []
-
-
-def model_dir_path(model):
-    spec = config["models"][model]
-    return f"results/models/{model}" if spec["materialize"] else spec["source"]
-
-
-def ttt_sampling():
-    """What TTT takes from `sampling`: how to prompt and decode (not K, backend or device)."""
-    return {key: config["sampling"][key] for key in ("max_new_tokens", "prompt_variant", "temperature")}
-
-
-def ttt_step_input(wc):
-    run = ttt_run(wc.run)
-    step = int(wc.step)
-    inputs = {
-        "tasks": f"results/tasks/{run['suite']}/tasks.parquet",
-        "split": f"results/tasks/{run['suite']}/split.json",
-        "model": model_dir_input(run["model"]),
-    }
-    if step > 0:
-        prev = ttt_step_dir(wc.run, step - 1)
-        inputs.update(
-            adapter=f"{prev}/adapter",
-            optimizer=f"{prev}/optimizer.pt",
-            rollouts=f"{prev}/rollouts.parquet",
-            evaluations=f"{prev}/evaluations.parquet",
-            metrics=f"{prev}/metrics.json",
-        )
-    return inputs
-
-
 rule ttt_step:
     input:
         unpack(ttt_step_input),
@@ -94,26 +31,6 @@ rule ttt_step:
         ),
     script:
         "../workflow_scripts/ttt_step.py"
-
-
-def transfer_spec(name):
-    spec = config["ttt"]["experiments"]["transfer"].get(name)
-    if spec is None:
-        raise WorkflowError(f"config key 'ttt.experiments.transfer.{name}': no such transfer")
-    return spec
-
-
-def transfer_input(wc):
-    spec = transfer_spec(wc.name)
-    target = ttt_run(spec["target"])
-    if ttt_run(spec["source"])["model"] != target["model"]:
-        raise WorkflowError(f"config key 'ttt.experiments.transfer.{wc.name}': source and target runs use different models")
-    return {
-        "tasks": f"results/tasks/{target['suite']}/tasks.parquet",
-        "split": f"results/tasks/{target['suite']}/split.json",
-        "model": model_dir_input(target["model"]),
-        "adapter": f"{ttt_step_dir(spec['source'], spec['step'])}/adapter",
-    }
 
 
 rule ttt_transfer:
