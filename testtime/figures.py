@@ -102,7 +102,7 @@ def fig5(table6: pd.DataFrame, selection: pd.DataFrame, out: str | Path, style: 
     top = max(10.0, float(table6["agg_fast_1"].max()) * 100 * 1.25)
     ax.set_ylim(0, top)
     ax.set_xticks(sorted(table6["step"].unique()))
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     ax.set_title(style.get("title") or "TTT trajectories (stars: Best-of-Adaptation)", fontsize=10)
     fig.tight_layout()
     _save(fig, out, "testtime Figure 5", provenance)
