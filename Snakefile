@@ -28,6 +28,8 @@ include: "rules/tasks.smk"
 include: "rules/models.smk"
 include: "rules/sampling.smk"
 include: "rules/evaluation.smk"
+include: "rules/ttt.smk"
+include: "rules/probes.smk"
 include: "rules/analysis.smk"
 include: "rules/figures.smk"
 
@@ -36,3 +38,17 @@ rule all:
     default_target: True
     input:
         "figures/fig4.pdf",
+
+
+rule ttt_all:
+    """Every TTT figure and table of the configured experiments (§9.5): snakemake ttt_all."""
+    input:
+        "figures/fig3.pdf",
+        "figures/fig5.pdf",
+        "figures/fig6.pdf",
+        f"results/tables/{RUN['model']}/{RUN['suite']}/table2.csv",
+        "results/tables/ttt/table6.csv",
+        branch(bool(config["ttt"]["experiments"]["subset2"]), then="results/tables/ttt/table4.csv"),
+        branch(bool(config["ttt"]["experiments"]["lr_sweep"]), then="results/tables/ttt/table10.csv"),
+        branch(bool(config["ttt"]["experiments"]["isolated"]), then="results/tables/ttt/table12.csv"),
+        branch(bool(config["ttt"]["experiments"]["transfer"]), then="results/tables/ttt/transfer.csv"),

@@ -129,3 +129,123 @@ def test_hostile_samples_become_error_records(workdir):
     for name in ("segfault", "fork-bomb", "exit"):
         assert kinds[name] == "forbidden_construct"  # the static screen stops them before they run
     assert (records["wall_s"] < 30).all()
+
+
+# --------------------------------------------------------------------------------------
+# Test-time training: the per-step DAG, a killed run resuming, rerun scoping
+# --------------------------------------------------------------------------------------
+
+TTT_TARGETS = ["figures/fig3.pdf", "figures/fig5.pdf", "figures/fig6.pdf"]
+RUNS, STEPS = ("main-s42", "main-s43"), 2  # config/test/config.yaml
+
+
+def step_files(workdir: Path, run: str, step: int) -> list[Path]:
+    d = workdir / f"results/ttt/{run}/step{step}"
+    return [d / "metrics.json", d / "rollouts.parquet", d / "evaluations.parquet", d / "optimizer.pt", d / "adapter" / "adapter_model.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def ttt_workdir(workdir) -> dict:
+    """Run the TTT targets, kill the whole run during step 2 of main-s42, resume it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *TTT_TARGETS, "-c2", *TINY], cwd=workdir, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    started = workdir / "results/logs/ttt_step/main-s42/step2.log"
+    deadline = time.monotonic() + 600
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), "step 2 of main-s42 never started"
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its jobs die without cleanup
+    proc.wait()
+    finished = {s: {p: p.stat().st_mtime_ns for p in step_files(workdir, "main-s42", s)} for s in (0, 1)}
+    # after a hard kill the directory stays locked: snakemake --unlock, as snakemake itself says
+    assert run_snakemake([*TTT_TARGETS, "--unlock", *TINY], cwd=workdir, timeout=120).returncode == 0
+    plan = run_snakemake([*TTT_TARGETS, "-n", *TINY], cwd=workdir, timeout=120)
+    out = run_snakemake([*TTT_TARGETS, "-c2", *TINY], cwd=workdir)  # the profile reruns incomplete jobs
+    assert out.returncode == 0, out.stderr[-4000:]
+    return {"workdir": workdir, "finished": finished, "plan": plan.stdout}
+
+
+def planned_outputs(plan: str) -> set[str]:
+    """Every output path of the jobs a dry run lists."""
+    return {p.strip() for line in re.findall(r"^\s*output: (.*)$", plan, re.M) for p in line.split(",")}
+
+
+def test_killed_ttt_run_resumes_at_the_step_it_was_in(ttt_workdir):
+    workdir, planned = ttt_workdir["workdir"], planned_outputs(ttt_workdir["plan"])
+    assert "results/ttt/main-s42/step2/metrics.json" in planned  # the step it was in
+    for s in (0, 1):
+        assert f"results/ttt/main-s42/step{s}/metrics.json" not in planned  # finished steps are not planned
+        for path, mtime in ttt_workdir["finished"][s].items():
+            assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+    for run in RUNS:
+        for s in range(STEPS + 1):
+            assert all(p.exists() for p in step_files(workdir, run, s))
+
+
+def test_ttt_records_and_tables(ttt_workdir):
+    workdir = ttt_workdir["workdir"]
+    for target in TTT_TARGETS:
+        assert (workdir / target).read_bytes().startswith(b"%PDF")
+    step1 = workdir / "results/ttt/main-s42/step1"
+    rollouts = pd.read_parquet(step1 / "rollouts.parquet")
+    evals = pd.read_parquet(step1 / "evaluations.parquet")
+    assert len(rollouts) == len(evals) == 2 * 3  # 2 tasks x k 3
+    assert {"run", "step", "token_ids", "token_logprobs", "lp_sum", "prompt_hash"} <= set(rollouts.columns)
+    assert {"correct", "speedup", "reward", "reward_baseline", "advantage"} <= set(evals.columns)
+    metrics = json.loads((step1 / "metrics.json").read_text())
+    assert metrics["update"]["n_rollouts"] == 6 and metrics["update"]["max_abs_log_ratio"] < 1e-3  # on-policy
+    assert metrics["rollouts_cumulative"] == 12
+    prov = read_provenance(step1 / "rollouts.parquet")
+    assert prov["deviations_from_paper"]["ttt.k"] == [3, 32] and prov["device"] == "cpu"
+    table6 = pd.read_csv(workdir / "results/tables/ttt/table6.csv")
+    assert sorted(table6["run"].unique()) == list(RUNS) and table6["step"].max() == STEPS
+    sel = pd.read_csv(workdir / "results/tables/ttt/table6_selection.csv")
+    assert (sel["boa_fast_1"] >= sel["final_fast_1"]).all()
+    table2 = pd.read_csv(workdir / "results/tables/smollm2-135m/bundled/table2.csv")
+    assert table2["k"].tolist() == [1, 2, 4]  # k above the 4 samples per task are skipped
+    # the probe at step 0 (a zero LoRA) reproduces the sampling records' log-probs
+    nll = pd.read_parquet(workdir / "results/probes/main-s42/seed42/nll.parquet")
+    samples = pd.read_parquet(workdir / "results/samples/smollm2-135m/bundled/seed42.parquet")
+    step0 = nll[nll["step"] == 0].merge(samples, on=["problem_id", "sample_index"], suffixes=("", "_sampled"))
+    assert len(step0) == len(samples) and set(nll["step"]) == set(range(STEPS + 1))
+    assert (step0["lp_sum"] - step0["lp_sum_sampled"]).abs().max() < 1e-3
+    probe = pd.read_csv(workdir / "results/tables/probes/main-s42/seed42/probe.csv")
+    assert probe["step"].tolist() == list(range(STEPS + 1)) and (probe["bottom_quartile"] == "indicator").all()
+    eq = json.loads((workdir / "results/tables/ttt/equivalent_k.json").read_text())
+    assert eq["ttt_runs"] == list(RUNS)
+
+
+def ttt_dry(workdir: Path, text: str | None = None) -> dict[str, int]:
+    args = override(workdir, text) if text else TINY
+    out = run_snakemake([*TTT_TARGETS, "-n", *args], cwd=workdir, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return job_counts(out.stdout)
+
+
+def test_nothing_to_do_after_the_ttt_run(ttt_workdir):
+    assert ttt_dry(ttt_workdir["workdir"]) == {}
+
+
+def test_learning_rate_reruns_only_ttt_updates_and_their_figures(ttt_workdir):
+    counts = ttt_dry(ttt_workdir["workdir"], "ttt:\n  lr: 3.0e-4\n")
+    # steps 1..S of both runs (step 0 never updates), the probe, Table 6 and the three figures
+    assert counts == {"ttt_step": 2 * STEPS, "probe_score": 1, "probe_analysis": 1, "table6": 1, "fig3": 1, "fig5": 1, "fig6": 1}
+
+
+def test_probe_quartile_switch_reruns_only_the_probe_analysis_and_fig6(ttt_workdir):
+    counts = ttt_dry(ttt_workdir["workdir"], "probe:\n  bottom_quartile: speedup_subset\n")
+    assert counts == {"probe_analysis": 1, "fig6": 1}
+
+
+def test_more_steps_add_steps_only(ttt_workdir):
+    counts = ttt_dry(ttt_workdir["workdir"], f"ttt:\n  steps: {STEPS + 1}\n")
+    assert counts == {"ttt_step": 2, "probe_score": 1, "probe_analysis": 1, "table6": 1, "fig3": 1, "fig5": 1, "fig6": 1}

@@ -24,6 +24,119 @@ COLORS = {
 }
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: str | Path, title: str, provenance: dict[str, Any]) -> None:
+    """Write the PDF atomically, the config hash in its metadata."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.pdf")
+    fig.savefig(tmp, metadata={"Title": title, "Keywords": json.dumps({"config_hash": provenance.get("config_hash")})})
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def fig3(table2: pd.DataFrame, ttt_fast_1: float, equivalent_k: float, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Best-of-N scaling: pass@k (%) against K on a log2 axis with a ±1 std band, the TTT BoA
+    line and its equivalent K, and the saturation region shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    k = table2["k"].to_numpy(dtype=float)
+    y = table2["pass_at_k"].to_numpy(dtype=float) * 100
+    std = table2["std"].fillna(0).to_numpy(dtype=float) * 100
+    ax.plot(k, y, "o-", color="#1f5fa8", label="Best-of-N (oracle selection)")
+    ax.fill_between(k, y - std, y + std, color="#1f5fa8", alpha=0.2, lw=0)
+    sat = style.get("saturation_k")
+    if sat is not None and k.max() >= sat:
+        ax.axvspan(sat, k.max() * 1.4, color="#999999", alpha=0.15, lw=0)
+        ax.text(sat * 1.05, 5, "Saturation", fontsize=8, color="#555555")
+    if equivalent_k == float("inf"):
+        label_k = f"TTT above the curve (equiv. K > {int(k.max())})"
+    elif equivalent_k != equivalent_k:
+        label_k = "TTT equiv. K undefined"
+    else:
+        label_k = f"TTT equiv. K={equivalent_k:.2g}"
+    ax.axhline(ttt_fast_1 * 100, color="#d9534f", ls="--", label=f"TTT BoA ({ttt_fast_1 * 100:.1f}%)")
+    ax.text(k.min(), ttt_fast_1 * 100 + 2.5, label_k, color="#d9534f", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [f"{int(v)}" for v in k])
+    ax.set_xlim(k.min() / 1.4, k.max() * 1.4)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("K (samples per task)")
+    ax.set_ylabel("pass@k (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    if style.get("title"):
+        ax.set_title(style["title"], fontsize=11)
+    fig.tight_layout()
+    _save(fig, out, "testtime Figure 3", provenance)
+
+
+def fig5(table6: pd.DataFrame, selection: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """TTT trajectories: aggregate fast_1 (%) per adaptation step, one line per main run, a star
+    at each run's BoA step, the 'minimum signal threshold' band shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    band = style.get("threshold_band")
+    if band:
+        ax.axvspan(band[0], band[1], color="#f0ad4e", alpha=0.15, lw=0, label="Minimum Signal Threshold")
+    colors = ["#1f5fa8", "#d9534f", "#5cb85c", "#8e6bbf", "#f0ad4e", "#4d4d4d"]
+    for i, (run, g) in enumerate(table6.groupby("run", sort=False)):
+        g = g.sort_values("step")
+        color = colors[i % len(colors)]
+        seed = g["seed"].iloc[0]
+        label = f"{run} (seed {seed})" if seed == seed else run
+        ax.plot(g["step"], g["agg_fast_1"] * 100, "o-", color=color, label=label, ms=4)
+        sel = selection[selection["run"] == run].iloc[0]
+        ax.plot([sel["boa_step"]], [sel["boa_fast_1"] * 100], marker="*", ms=14, color=color, mec="black", mew=0.6, ls="none")
+    ax.set_xlabel("adaptation step")
+    ax.set_ylabel("aggregate fast$_1$ (%)")
+    top = max(10.0, float(table6["agg_fast_1"].max()) * 100 * 1.25)
+    ax.set_ylim(0, top)
+    ax.set_xticks(sorted(table6["step"].unique()))
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(style.get("title") or "TTT trajectories (stars: Best-of-Adaptation)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, "testtime Figure 5", provenance)
+
+
+def fig6(probe: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """NLL probe: Spearman ρ(NLL, speedup) per TTT step over all samples and in the bottom
+    quartile (the configured reading), with mean NLL on a second axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.plot(probe["step"], probe["rho"], "o-", color="#1f5fa8", label=f"all samples (n = {int(probe['n'].iloc[0])})")
+    reading = probe["bottom_quartile"].iloc[0]
+    ax.plot(probe["step"], probe["rho_bottom_quartile"], "s--", color="#d9534f", label=f"bottom quartile ({reading})")
+    ax.axhline(0, color="black", lw=0.6)
+    ax2 = ax.twinx()
+    ax2.plot(probe["step"], probe["mean_nll"], ":", color="#777777", label="mean NLL (right)")
+    ax2.set_ylabel("mean NLL (nats)", color="#777777")
+    finite = probe["rho_bottom_quartile"].dropna()
+    if len(finite):
+        i = finite.abs().idxmax()
+        row = probe.loc[i]
+        ax.annotate(f"ρ = {row['rho_bottom_quartile']:.2f} (p = {row['p_bottom_quartile']:.1e})", (row["step"], row["rho_bottom_quartile"]),
+                    textcoords="offset points", xytext=(5, -12), fontsize=7, color="#d9534f")
+    ax.set_xlabel("TTT step")
+    ax.set_ylabel("Spearman ρ(NLL, speedup)")
+    ax.set_xticks(probe["step"].tolist())
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
+    ax.set_title(style.get("title") or "NLL probe: fixed Best-of-N samples under each TTT checkpoint", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out, "testtime Figure 6", provenance)
+
+
 def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
     """Selection strategies: (a) fast_1 success rate with std across seeds, (b) mean speedup."""
     import matplotlib

@@ -1,0 +1,65 @@
+# Test-time training: one job per step, results/ttt/{run}/step{step}/. Step s+1 reads step s's
+# files, so a run killed during step s resumes at step s and no finished step reruns.
+
+rule ttt_step:
+    input:
+        unpack(ttt_step_input),
+    output:
+        adapter=directory("results/ttt/{run}/step{step}/adapter"),
+        optimizer="results/ttt/{run}/step{step}/optimizer.pt",
+        rollouts="results/ttt/{run}/step{step}/rollouts.parquet",
+        evaluations="results/ttt/{run}/step{step}/evaluations.parquet",
+        metrics="results/ttt/{run}/step{step}/metrics.json",
+    log:
+        "results/logs/ttt_step/{run}/step{step}.log",
+    benchmark:
+        "results/benchmarks/ttt_step/{run}/step{step}.tsv"
+    conda:
+        "../envs/sampling.yaml"
+    threads: stage_threads("training")
+    resources:
+        **stage_resources("training"),
+    params:
+        run=lambda wc: step_settings(ttt_run(wc.run), int(wc.step)),
+        sampling=ttt_sampling(),
+        evaluation=cfg("evaluation"),
+        model=lambda wc: cfg("models", ttt_run(wc.run)["model"]),
+        model_path=lambda wc: model_dir_path(ttt_run(wc.run)["model"]),
+        code=code(
+            "testtime/ttt.py", "testtime/scoring.py", "testtime/isolated_eval.py", "testtime/sampling",
+            "testtime/prompting.py", "testtime/stages.py", "testtime/evaluation",
+        ),
+    script:
+        "../workflow_scripts/ttt_step.py"
+
+
+rule ttt_transfer:
+    """An adapted checkpoint of one run sampled and evaluated on another run's tasks (§9.5)."""
+    input:
+        unpack(transfer_input),
+    output:
+        rollouts="results/ttt/transfer/{name}/rollouts.parquet",
+        evaluations="results/ttt/transfer/{name}/evaluations.parquet",
+        metrics="results/ttt/transfer/{name}/metrics.json",
+    log:
+        "results/logs/ttt_transfer/{name}.log",
+    benchmark:
+        "results/benchmarks/ttt_transfer/{name}.tsv"
+    conda:
+        "../envs/sampling.yaml"
+    threads: stage_threads("training")
+    resources:
+        **stage_resources("training"),
+    params:
+        spec=lambda wc: canonical(transfer_spec(wc.name)),
+        target=lambda wc: step_settings(ttt_run(transfer_spec(wc.name)["target"]), 0),
+        sampling=ttt_sampling(),
+        evaluation=cfg("evaluation"),
+        model=lambda wc: cfg("models", ttt_run(transfer_spec(wc.name)["target"])["model"]),
+        model_path=lambda wc: model_dir_path(ttt_run(transfer_spec(wc.name)["target"])["model"]),
+        code=code(
+            "testtime/ttt.py", "testtime/scoring.py", "testtime/isolated_eval.py", "testtime/sampling",
+            "testtime/prompting.py", "testtime/stages.py", "testtime/evaluation",
+        ),
+    script:
+        "../workflow_scripts/ttt_transfer.py"

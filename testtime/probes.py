@@ -1,0 +1,146 @@
+"""NLL over-sharpening probe (reference-protocol §11, D4): fixed Best-of-N samples re-scored
+under every checkpoint of a TTT run, and how NLL tracks speedup step by step.
+
+Scores are raw temperature-1 log-probs of the recorded completion tokens (stop token included)
+after the recorded prompt: the definition of the sampling records' ``lp_sum`` (testtime.sampling),
+so at step 0 (a zero LoRA) the probe reproduces them. NLL = -lp_sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+logger = logging.getLogger(__name__)
+
+#: Readings of "bottom quartile" (D4): B1 indicator over all samples, B2 within the lowest
+#: speedup quarter, B3 within the lowest NLL quarter.
+BOTTOM_QUARTILE = ("indicator", "speedup_subset", "nll_subset")
+
+
+def rescore(
+    backend: Any,
+    samples: pd.DataFrame,
+    prompts: Mapping[int, str],
+    adapters: Mapping[int, str],
+    chunk: int = 64,
+    autocast: str = "none",
+) -> pd.DataFrame:
+    """One row per (step, sample): ``lp_sum``, ``lp_mean``, ``n_tokens``, ``nll`` under the
+    checkpoint of each step.
+
+    The base model is loaded once (``backend``); every adapter is loaded into it by name and
+    activated in turn. Each task's prompt is checked against the hash recorded at sampling.
+    """
+    from peft import PeftModel
+
+    from testtime.scoring import score_completions
+
+    for pid, g in samples.groupby("problem_id"):
+        digest = hashlib.sha256(prompts[int(pid)].encode()).hexdigest()[:16]
+        if set(g["prompt_hash"]) != {digest}:
+            raise ValueError(f"task {pid}: the samples were drawn from a different prompt than the one rendered now")
+    steps = sorted(adapters)
+    peft = PeftModel.from_pretrained(backend.model, str(adapters[steps[0]]), adapter_name=f"step{steps[0]}")
+    for s in steps[1:]:
+        peft.load_adapter(str(adapters[s]), adapter_name=f"step{s}")
+    model = peft.get_base_model()
+    model.eval()
+    pad = int(backend.stop_ids[0])
+    ordered = samples.sort_values(["problem_id", "sample_index"], kind="mergesort")
+    prompt_ids = {pid: backend.tokenizer(p, add_special_tokens=False).input_ids for pid, p in prompts.items()}
+    rows = []
+    for s in steps:
+        peft.set_adapter(f"step{s}")
+        started = time.monotonic()
+        for pid, g in ordered.groupby("problem_id", sort=True):
+            comps = [list(map(int, t)) for t in g["token_ids"]]
+            lps = score_completions(model, prompt_ids[int(pid)], comps, pad, chunk=chunk, autocast=autocast)
+            for sample_index, lp in zip(g["sample_index"], lps):
+                total = float(sum(lp))
+                rows.append(
+                    {
+                        "step": s,
+                        "problem_id": int(pid),
+                        "sample_index": int(sample_index),
+                        "lp_sum": total,
+                        "lp_mean": total / len(lp),
+                        "n_tokens": len(lp),
+                        "nll": -total,
+                    }
+                )
+        logger.info("step %d: %d samples re-scored in %.1f s", s, len(ordered), time.monotonic() - started)
+    return pd.DataFrame(rows)
+
+
+def spearman(x: Any, y: Any) -> tuple[float, float, int]:
+    """``scipy.stats.spearmanr`` (p from the t-approximation); NaN when undefined (n < 3 or a
+    constant input)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = int(x.size)
+    if n < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan"), float("nan"), n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.spearmanr(x, y)
+    return float(res.statistic), float(res.pvalue), n
+
+
+def bottom_quartile_rho(nll: Any, speedup: Any, reading: str = "indicator") -> tuple[float, float, int]:
+    """The "bottom quartile" ρ under one reading of D4 (see :data:`BOTTOM_QUARTILE`).
+
+    P25 is numpy's default (linear) percentile; "bottom" includes ties at P25.
+    """
+    nll, speedup = np.asarray(nll, dtype=float), np.asarray(speedup, dtype=float)
+    if reading == "indicator":
+        return spearman(nll, (speedup <= np.percentile(speedup, 25)).astype(float))
+    if reading == "speedup_subset":
+        low = speedup <= np.percentile(speedup, 25)
+        return spearman(nll[low], speedup[low])
+    if reading == "nll_subset":
+        low = nll <= np.percentile(nll, 25)
+        return spearman(nll[low], speedup[low])
+    raise ValueError(f"probe.bottom_quartile: unknown reading {reading!r}; choose one of {BOTTOM_QUARTILE}")
+
+
+def probe_statistics(scores: pd.DataFrame, evaluations: pd.DataFrame, reading: str = "indicator") -> pd.DataFrame:
+    """Per step: ρ(NLL, speedup) over all samples with p, the bottom-quartile ρ of ``reading``,
+    ρ(log-prob, speedup) = -ρ (the other sign convention, D4), and mean/median NLL.
+
+    ``evaluations`` supplies ``speedup`` (0 for incorrect samples, which are included, §11) per
+    (problem_id, sample_index); a sample without a verdict is an error.
+    """
+    if reading not in BOTTOM_QUARTILE:
+        raise ValueError(f"probe.bottom_quartile: unknown reading {reading!r}; choose one of {BOTTOM_QUARTILE}")
+    keys = ["problem_id", "sample_index"]
+    ev = evaluations[keys + ["speedup"]]
+    joined = scores.merge(ev, on=keys, how="left", validate="many_to_one")
+    if joined["speedup"].isna().any():
+        raise ValueError("probe: some re-scored samples have no evaluation record")
+    rows = []
+    for step, g in joined.groupby("step", sort=True):
+        rho, p, n = spearman(g["nll"], g["speedup"])
+        rho_q, p_q, n_q = bottom_quartile_rho(g["nll"].to_numpy(), g["speedup"].to_numpy(), reading)
+        rows.append(
+            {
+                "step": int(step),
+                "n": n,
+                "rho": rho,
+                "p": p,
+                "rho_logprob": -rho,
+                "bottom_quartile": reading,
+                "rho_bottom_quartile": rho_q,
+                "p_bottom_quartile": p_q,
+                "n_bottom_quartile": n_q,
+                "mean_nll": float(g["nll"].mean()),
+                "median_nll": float(g["nll"].median()),
+            }
+        )
+    return pd.DataFrame(rows)

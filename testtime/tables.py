@@ -1,0 +1,188 @@
+"""TTT tables (Tables 4, 6, 10, 12 and cross-subset transfer) from per-step metrics.
+
+Pure functions: per-step ``metrics.json`` dicts (testtime.ttt.run_step) and records in,
+DataFrames out. Percentages stay fractions in [0, 1]; figures and readers scale them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from testtime import analysis
+
+
+def trajectory(run: str, metrics: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's trajectory: ``(aggregate rows per step, per-task rows per step)``."""
+    ordered = sorted(metrics, key=lambda m: m["step"])
+    if [m["step"] for m in ordered] != list(range(len(ordered))):
+        raise ValueError(f"run {run}: steps {[m['step'] for m in ordered]} are not 0..S")
+    agg, per_task = [], []
+    for m in ordered:
+        seed = m.get("provenance", {}).get("seed")
+        agg.append(
+            {
+                "run": run,
+                "seed": seed,
+                "step": m["step"],
+                "rollouts": m["rollouts_cumulative"],
+                "agg_fast_1": m["agg_fast_1"],
+                "correct_rate": m["correct_rate"],
+                "mean_speedup": m["mean_speedup"],
+                "mean_reward": m["mean_reward"],
+                "truncation_rate": m["truncation_rate"],
+                "update_skipped": bool(m.get("update", {}).get("skipped", False)),
+                "grad_norm": m.get("update", {}).get("grad_norm", float("nan")),
+            }
+        )
+        for pid, t in sorted(m["per_task"].items(), key=lambda kv: int(kv[0])):
+            per_task.append({"run": run, "step": m["step"], "problem_id": int(pid), "fast_1": t["fast_1"], "correct_rate": t["correct_rate"]})
+    return pd.DataFrame(agg), pd.DataFrame(per_task, columns=["run", "step", "problem_id", "fast_1", "correct_rate"])
+
+
+def selection(agg: pd.DataFrame, per_task: pd.DataFrame, patience: int = 1) -> pd.DataFrame:
+    """Per run: Best-of-Adaptation, early stopping (patience P), fixed final step, per-task oracle.
+
+    The BoA value is the selection score itself (in-batch validation, D21: optimistic).
+    """
+    rows = []
+    for run, g in agg.groupby("run", sort=False):
+        g = g.sort_values("step")
+        scores = g["agg_fast_1"].to_numpy()
+        boa = analysis.boa_select(scores)
+        stop = analysis.early_stop_select(scores, patience=patience)
+        tasks = per_task[per_task["run"] == run]
+        oracle = float(tasks.groupby("problem_id")["fast_1"].max().mean()) if len(tasks) else float("nan")
+        rows.append(
+            {
+                "run": run,
+                "seed": g["seed"].iloc[0],
+                "steps": int(g["step"].max()),
+                "boa_step": boa,
+                "boa_fast_1": float(scores[boa]),
+                "boa_correct_rate": float(g["correct_rate"].iloc[boa]),
+                "early_stop_step": stop,
+                "early_stop_fast_1": float(scores[stop]),
+                "final_step": int(g["step"].iloc[-1]),
+                "final_fast_1": float(scores[-1]),
+                "oracle_fast_1": oracle,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summary(sel: pd.DataFrame) -> dict[str, Any]:
+    """Mean ± std (ddof=1) of the BoA value over runs (the paper's '30.6 ± 11.3%')."""
+    values = sel["boa_fast_1"].to_numpy(dtype=float)
+    return {
+        "n_runs": int(values.size),
+        "runs": list(sel["run"]),
+        "boa_fast_1_mean": float(values.mean()) if values.size else float("nan"),
+        "boa_fast_1_std": float(np.std(values, ddof=1)) if values.size > 1 else float("nan"),
+        "boa_correct_rate_mean": float(sel["boa_correct_rate"].mean()) if values.size else float("nan"),
+    }
+
+
+def table4(bon: pd.DataFrame, agg: pd.DataFrame, per_task: pd.DataFrame, steps: Sequence[int], k_bon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 4: Best-of-N sample-level fast_1 on Subset 2 against the TTT run's steps.
+
+    ``bon`` holds the Best-of-N evaluation records of one seed (correct, speedup, problem_id).
+    Returns ``(table, per_task)``; 'BoA Step s' is the aggregate fast_1 of step s, as in the
+    paper (step 1 is below step 0 there, so it is not a max over steps).
+    """
+    fast = analysis.fast_1(bon["correct"].to_numpy(), bon["speedup"].to_numpy())
+    base = float(fast.mean())
+    n_tasks = int(bon["problem_id"].nunique())
+    rows = [{"method": f"Best-of-N (K={k_bon})", "rollouts": int(len(bon)), "agg_fast_1": base, "delta": 0.0}]
+    missing = [s for s in steps if s not in set(agg["step"])]
+    if missing:
+        raise ValueError(f"ttt.experiments.subset2.steps: steps {missing} are beyond the run's last step {int(agg['step'].max())}")
+    for s in steps:
+        row = agg[agg["step"] == s].iloc[0]
+        rows.append({"method": f"BoA Step {s}", "rollouts": int(row["rollouts"]), "agg_fast_1": float(row["agg_fast_1"]), "delta": float(row["agg_fast_1"]) - base})
+    bon_task = bon.assign(fast=fast).groupby("problem_id")["fast"].mean().rename("bon_fast_1")
+    wide = per_task[per_task["step"].isin(steps)].pivot(index="problem_id", columns="step", values="fast_1")
+    wide.columns = [f"step{s}_fast_1" for s in wide.columns]
+    tasks = pd.concat([bon_task, wide], axis=1).reset_index().rename(columns={"index": "problem_id"})
+    if len(tasks) != n_tasks:
+        raise ValueError("table 4: the TTT run and the Best-of-N samples cover different tasks")
+    return pd.DataFrame(rows), tasks
+
+
+def lr_pattern(scores: Sequence[float]) -> str:
+    """Table 10's 'Pattern' column, as a rule: where the peak is and what follows it."""
+    arr = np.asarray(scores, dtype=float)
+    peak = analysis.boa_select(arr)
+    if peak == 0:
+        return "No improvement"
+    if peak == arr.size - 1:
+        return "Improves to the last step"
+    return "Early peak, regression" if peak == 1 else "Peak then regress"
+
+
+def table10(agg: pd.DataFrame, lrs: Mapping[str, float]) -> pd.DataFrame:
+    """Table 10: per learning rate, the peak (BoA) step, its fast_1, the trajectory, the pattern."""
+    rows = []
+    for run, lr in lrs.items():
+        g = agg[agg["run"] == run].sort_values("step")
+        scores = g["agg_fast_1"].to_numpy()
+        peak = analysis.boa_select(scores)
+        rows.append(
+            {
+                "run": run,
+                "lr": lr,
+                "peak_step": peak,
+                "boa_fast_1": float(scores[peak]),
+                "trajectory": " ".join(f"{100 * v:.1f}" for v in scores),
+                "pattern": lr_pattern(scores),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("lr", ascending=False, kind="mergesort").reset_index(drop=True)
+
+
+def table12(per_task: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
+    """Table 12: one isolated run per task; fast_1 per step and its BoA step."""
+    rows = []
+    for run in runs:
+        g = per_task[per_task["run"] == run].sort_values("step")
+        if g["problem_id"].nunique() != 1:
+            raise ValueError(f"ttt.experiments.isolated: run {run!r} adapts on {g['problem_id'].nunique()} tasks, not one")
+        scores = g["fast_1"].to_numpy()
+        row = {"run": run, "problem_id": int(g["problem_id"].iloc[0])}
+        row.update({f"step{int(s)}": float(v) for s, v in zip(g["step"], scores)})
+        row["boa_step"] = analysis.boa_select(scores)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def transfer_table(transfers: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]], sources: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Cross-subset transfer: the adapted checkpoint on the other subset against that subset's
+    unadapted step 0 and against the source checkpoint on its own tasks."""
+    rows = []
+    for name, m in transfers.items():
+        base = baselines[name]
+        rows.append(
+            {
+                "transfer": name,
+                "source": m["source"],
+                "source_step": m["source_step"],
+                "target": m["target"],
+                "transfer_fast_1": m["agg_fast_1"],
+                "transfer_correct_rate": m["correct_rate"],
+                "unadapted_fast_1": base["agg_fast_1"],
+                "delta": m["agg_fast_1"] - base["agg_fast_1"],
+                "source_own_fast_1": sources[name]["agg_fast_1"],
+                "n_rollouts": m["n_rollouts"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def equivalent_k(table2: pd.DataFrame, target: float) -> float:
+    """TTT's equivalent Best-of-N budget (§7): (1-p)^K formula below K=1, log2-linear inside."""
+    if not math.isfinite(target):
+        return float("nan")
+    return analysis.interpolated_equivalent_k(table2["k"].tolist(), table2["pass_at_k"].tolist(), target)

@@ -1,0 +1,54 @@
+"""Cross-subset transfer: sample and evaluate one run's adapted checkpoint on another run's tasks."""
+
+import json
+from pathlib import Path
+
+from _common import gpu_lease, setup
+
+from testtime import provenance
+from testtime.records import read_parquet, write_parquet
+from testtime.sampling import make_backend
+from testtime.ttt import merge_for_sampling, run_tasks, sample_and_evaluate, score_step, step_metrics
+
+
+def main(snakemake) -> None:  # noqa: ANN001
+    log = setup(snakemake)
+    import torch
+    from peft import PeftModel
+
+    torch.set_num_threads(snakemake.threads)
+    spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
+    name = snakemake.wildcards.name
+    backend = make_backend(
+        "transformers", snakemake.params.model_path, dtype=model["dtype"], device=target["device"],
+        chat_format=model["chat_format"], stop_tokens=model["stop_tokens"],
+    )
+    peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
+    merge_for_sampling(peft)
+    backend.model.eval()
+    tasks = run_tasks(read_parquet(snakemake.input.tasks), target, f"ttt.runs.{spec['target']}")
+    split = json.loads(Path(snakemake.input.split).read_text())
+    rollouts, evaluations, timings = sample_and_evaluate(
+        backend, tasks, snakemake.params.sampling, snakemake.params.evaluation, target["k"], target["seed"],
+        f"{target['suite']}:transfer-{name}",
+    )
+    scored, _ = score_step(rollouts, evaluations, {}, target)
+    keys = ["problem_id", "sample_index"]
+    metrics = step_metrics(scored.merge(rollouts[keys + ["finish_reason"]], on=keys, validate="one_to_one"))
+    metrics.update(transfer=name, source=spec["source"], source_step=spec["step"], target=spec["target"], timings=timings)
+    for frame in (rollouts, scored):
+        frame.insert(0, "transfer", name)
+    prov = provenance.build(
+        {"transfer": spec, "ttt": target, "sampling": snakemake.params.sampling, "evaluation": snakemake.params.evaluation},
+        model=target["model"], suite=target["suite"], suite_revision=split["suite_revision"], seed=target["seed"],
+        **provenance.device_info(target["device"]),
+    )
+    write_parquet(rollouts, snakemake.output.rollouts, prov)
+    write_parquet(scored, snakemake.output.evaluations, prov)
+    provenance.write_json_atomic(snakemake.output.metrics, {**metrics, "provenance": prov})
+    log.info("transfer %s: fast_1 %.3f", name, metrics["agg_fast_1"])
+
+
+# GPU jobs hold their devices (CUDA_VISIBLE_DEVICES) for the whole job; CPU jobs lease none.
+with gpu_lease(snakemake):  # noqa: F821
+    main(snakemake)  # noqa: F821
