@@ -81,6 +81,9 @@ def check_gpu_requests(config: dict[str, Any]) -> None:
     needs = {
         "sampling": config["sampling"]["backend"] == "vllm" or str(config["sampling"]["device"]).startswith("cuda"),
         "evaluation": str(config["evaluation"]["device"]).startswith("cuda"),
+        # the TTT update and the NLL probe run on the TTT device (ttt.device)
+        "training": str(config["ttt"]["device"]).startswith("cuda"),
+        "probes": str(config["ttt"]["device"]).startswith("cuda"),
     }
     for stage, needs_gpu in needs.items():
         if needs_gpu and config["resources"][stage]["gpus"] == 0:

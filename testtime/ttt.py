@@ -63,7 +63,7 @@ RUN_KEYS: tuple[str, ...] = (
     "adam_eps",
 )
 #: Settings shared by every step of every run (device and numerics).
-SHARED_KEYS: tuple[str, ...] = ("device", "autocast", "threads")
+SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
 MIN_STD = 1e-6
 MIN_BASELINE = 1e-6
 
