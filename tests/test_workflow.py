@@ -249,3 +249,27 @@ def test_probe_quartile_switch_reruns_only_the_probe_analysis_and_fig6(ttt_workd
 def test_more_steps_add_steps_only(ttt_workdir):
     counts = ttt_dry(ttt_workdir["workdir"], f"ttt:\n  steps: {STEPS + 1}\n")
     assert counts == {"ttt_step": 2, "probe_score": 1, "probe_analysis": 1, "table6": 1, "fig3": 1, "fig5": 1, "fig6": 1}
+
+
+def test_tables_4_10_12_and_transfer(ttt_workdir):
+    """The other §9.5 experiments through their rules, at one adaptation step each."""
+    workdir = ttt_workdir["workdir"]
+    args = override(
+        workdir,
+        "ttt:\n  runs:\n    subset2: {steps: 1}\n    isolated-8: {steps: 1}\n"
+        "  experiments:\n    lr_sweep: [main-s42]\n    isolated: [isolated-8]\n",
+    )
+    targets = [f"results/tables/ttt/{name}.csv" for name in ("table4", "table10", "table12", "transfer")]
+    out = run_snakemake([*targets, "-c2", *args], cwd=workdir)
+    assert out.returncode == 0, out.stderr[-4000:]
+    table4 = pd.read_csv(workdir / "results/tables/ttt/table4.csv")
+    assert table4["method"].tolist() == ["Best-of-N (K=4)", "BoA Step 0", "BoA Step 1"]
+    assert table4["rollouts"].tolist() == [2 * 4, 2 * 3, 2 * 2 * 3]
+    table10 = pd.read_csv(workdir / "results/tables/ttt/table10.csv")
+    assert table10["run"].tolist() == ["main-s42"] and table10["peak_step"].between(0, STEPS).all()
+    table12 = pd.read_csv(workdir / "results/tables/ttt/table12.csv")
+    assert table12["problem_id"].tolist() == [8] and {"step0", "step1", "boa_step"} <= set(table12.columns)
+    transfer = pd.read_csv(workdir / "results/tables/ttt/transfer.csv").set_index("transfer")
+    assert set(transfer.index) == {"s1-to-s2", "s2-to-s1"} and (transfer["n_rollouts"] == 2 * 3).all()
+    prov = json.loads((workdir / "results/tables/ttt/table12.csv.provenance.json").read_text())
+    assert prov["run_facts"]["isolated-8"]["deviations_from_paper"]["ttt.steps"] == [1, 5]
