@@ -137,12 +137,18 @@ def main() -> int:
         torch.cuda.empty_cache()
 
     print("\n== the step-1 update on CPU and CUDA from the same step-0 files")
+    evals0 = previous["evaluations"]
+    if not evals0["advantage"].abs().gt(0).any():
+        # A random or weak model earns no reward, so every advantage is 0 and the update is a
+        # no-op; compare devices on a real gradient with synthetic advantages instead.
+        evals0 = evals0.assign(advantage=[(-1.0) ** i * (1 + i % 3) / 3 for i in range(len(evals0))])
+        print("  (all step-0 advantages are 0: this comparison uses synthetic advantages ±1/3..±1)")
     results = {}
     for device, autocast in (("cpu", "none"), (dev, "none"), (dev, "bf16")):
         b = backend_on(args.model_dir, device)
         r = {**run, "device": device, "autocast": autocast}
         policy = ttt.LoraPolicy(b, r, out / "a0", out / "o0.pt")
-        batch = ttt.update_batch(b, ttt.prompts_of(b, ttt.run_tasks(tasks, r, "gpu"), sampling["prompt_variant"]), previous["rollouts"], previous["evaluations"])
+        batch = ttt.update_batch(b, ttt.prompts_of(b, ttt.run_tasks(tasks, r, "gpu"), sampling["prompt_variant"]), previous["rollouts"], evals0)
         sync(device)
         started = time.monotonic()
         stats = policy.update(batch)
@@ -154,8 +160,9 @@ def main() -> int:
         dw = max(float((w[n] - ref_w[n]).abs().max()) for n in ref_w)
         print(f"  {key[0]:4} autocast={key[1]:4}: {t:6.2f} s, loss {stats['loss']:.4f} (cpu {ref_stats['loss']:.4f}), "
               f"grad_norm {stats['grad_norm']:.4f} (cpu {ref_stats['grad_norm']:.4f}), max |ΔLoRA vs cpu| {dw:.2e}")
-    step1_w = lora_weights(ttt.LoraPolicy(backend_on(args.model_dir, "cpu"), run, out / "a1", out / "o1.pt"))
-    print(f"  run_step's CUDA step-1 adapter vs this CPU update: max |Δ| {max(float((step1_w[n] - ref_w[n]).abs().max()) for n in ref_w):.2e}")
+    if evals0 is previous["evaluations"]:
+        step1_w = lora_weights(ttt.LoraPolicy(backend_on(args.model_dir, "cpu"), run, out / "a1", out / "o1.pt"))
+        print(f"  run_step's CUDA step-1 adapter vs this CPU update: max |Δ| {max(float((step1_w[n] - ref_w[n]).abs().max()) for n in ref_w):.2e}")
 
     print("\n== NLL probe: step-0 rollouts re-scored under the step-0 and step-1 adapters")
     rollouts0 = steps[0][0]
