@@ -28,16 +28,22 @@ def code(*paths):
     return code_hash(*(os.path.join(workflow.basedir, p) for p in paths))
 
 
-def model_input(wildcards):
+def model_dir_input(model):
     """The materialised model directory, or nothing when the model is used in place."""
-    if config["models"][wildcards.model]["materialize"]:
-        return f"results/models/{wildcards.model}"
-    return []
+    return [f"results/models/{model}"] if config["models"][model]["materialize"] else []
+
+
+def model_dir_path(model):
+    spec = config["models"][model]
+    return f"results/models/{model}" if spec["materialize"] else spec["source"]
+
+
+def model_input(wildcards):
+    return model_dir_input(wildcards.model)
 
 
 def model_path(wildcards):
-    spec = config["models"][wildcards.model]
-    return f"results/models/{wildcards.model}" if spec["materialize"] else spec["source"]
+    return model_dir_path(wildcards.model)
 
 
 RUN = config["run"]
@@ -97,15 +103,6 @@ def ttt_metrics(name):
 
 def ttt_adapters(name):
     return [f"{ttt_step_dir(name, s)}/adapter" for s in range(ttt_run(name)["steps"] + 1)]
-
-
-def model_dir_input(model):
-    return [f"results/models/{model}"] if config["models"][model]["materialize"] else []
-
-
-def model_dir_path(model):
-    spec = config["models"][model]
-    return f"results/models/{model}" if spec["materialize"] else spec["source"]
 
 
 def ttt_sampling():
