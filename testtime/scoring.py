@@ -24,7 +24,8 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _cache_of(output: Any) -> Any:
+def cache_of(output: Any) -> Any:
+    """The KV cache an output carries (``cache`` in newer transformers)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
 
@@ -61,7 +62,7 @@ def completion_logprobs(
         first = out.logits[:, -1, :].float().expand(k, -1)  # predicts every row's first token
         parts = [first[:, None, :]]
         if width > 1:
-            cache = _cache_of(out)
+            cache = cache_of(out)
             cache.batch_repeat_interleave(k)
             n_prompt = prompt.shape[1]
             positions = torch.arange(n_prompt, n_prompt + width - 1, device=device).expand(k, -1)

@@ -11,7 +11,6 @@ that have stopped are dropped from the batch.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 
 from testtime.prompting import render_prompt
 from testtime.sampling import Completion, SamplingParams, stop_token_ids
+from testtime.scoring import cache_argument, cache_of
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ class TransformersBackend:
             model = PeftModel.from_pretrained(model, adapter_dir)
         self.model = model.to(self.device).eval()
         # transformers 5.2x renamed past_key_values to cache; older releases only know the former.
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_arg = cache_argument(self.model)
         self.chat_format = chat_format
         self.stop_ids = stop_token_ids(self.tokenizer, stop_tokens, model_dir)
 
@@ -64,7 +63,7 @@ class TransformersBackend:
         n_prompt = prompt_ids.shape[1]
         generators = [torch.Generator(device=self.device).manual_seed(base_seed + i) for i in range(k)]
         out = self.model(input_ids=prompt_ids, use_cache=True)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         cache.batch_repeat_interleave(k)
         logits = out.logits[:, -1, :].float().expand(k, -1)
 
@@ -95,7 +94,7 @@ class TransformersBackend:
             position = torch.full((len(active), 1), n_prompt + step, device=self.device)
             step_args = {self._cache_arg: cache}
             out = self.model(input_ids=chosen[:, None], position_ids=position, use_cache=True, **step_args)
-            cache = _cache_of(out)
+            cache = cache_of(out)
             logits = out.logits[:, -1, :].float()
 
         results = []
@@ -134,7 +133,3 @@ class TransformersBackend:
             results.extend(lp[b, : len(comp)].tolist() for b, comp in enumerate(batch))
         return results
 
-
-def _cache_of(output: Any) -> Any:
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
