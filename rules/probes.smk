@@ -21,7 +21,7 @@ rule probe_score:
         prompt_variant=config["sampling"]["prompt_variant"],
         model=lambda wc: cfg("models", probe_run(wc)["model"]),
         model_path=lambda wc: model_dir_path(probe_run(wc)["model"]),
-        code=code("testtime/probes.py", "testtime/scoring.py", "testtime/ttt.py", "testtime/prompting.py"),
+        code=code("testtime/probes.py", "testtime/scoring.py", "testtime/ttt.py", "testtime/prompting.py", "testtime/sampling"),
     script:
         "../workflow_scripts/probe_score.py"
 

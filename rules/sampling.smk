@@ -18,6 +18,6 @@ rule sample:
         sampling=cfg("sampling"),
         model=lambda wc: cfg("models", wc.model),
         model_path=model_path,
-        code=code("testtime/sampling", "testtime/prompting.py", "testtime/stages.py"),
+        code=code("testtime/sampling", "testtime/scoring.py", "testtime/prompting.py", "testtime/stages.py"),
     script:
         "../workflow_scripts/sample.py"
