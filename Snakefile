@@ -35,6 +35,7 @@ include: "rules/figures.smk"
 
 
 rule all:
+    """Figure 4 (the default target)."""
     default_target: True
     input:
         "figures/fig4.pdf",
@@ -46,9 +47,9 @@ rule ttt_all:
         "figures/fig3.pdf",
         "figures/fig5.pdf",
         "figures/fig6.pdf",
-        f"results/tables/{RUN['model']}/{RUN['suite']}/table2.csv",
-        "results/tables/ttt/table6.csv",
-        branch(bool(config["ttt"]["experiments"]["subset2"]), then="results/tables/ttt/table4.csv"),
-        branch(bool(config["ttt"]["experiments"]["lr_sweep"]), then="results/tables/ttt/table10.csv"),
-        branch(bool(config["ttt"]["experiments"]["isolated"]), then="results/tables/ttt/table12.csv"),
-        branch(bool(config["ttt"]["experiments"]["transfer"]), then="results/tables/ttt/transfer.csv"),
+        table_file(RUN["model"], RUN["suite"], "table2.csv"),
+        ttt_table_file("table6.csv"),
+        branch(bool(EXPERIMENTS["subset2"]), then=ttt_table_file("table4.csv")),
+        branch(bool(EXPERIMENTS["lr_sweep"]), then=ttt_table_file("table10.csv")),
+        branch(bool(EXPERIMENTS["isolated"]), then=ttt_table_file("table12.csv")),
+        branch(bool(EXPERIMENTS["transfer"]), then=ttt_table_file("transfer.csv")),

@@ -22,9 +22,7 @@ import torch
 from testtime.tasks import Task, load_suite, size_overrides_of
 
 REPO = Path(__file__).resolve().parents[1]
-KB_DATA = Path(
-    os.environ.get("TESTTIME_KERNELBENCH_DATA", REPO.parent / "shared" / "data" / "kernelbench")
-)
+KB_DATA = Path(os.environ.get("TESTTIME_KERNELBENCH_DATA", REPO.parent / "shared" / "data" / "kernelbench"))
 PAPER_EVAL_IDS = [4, 5, 12, 14, 15, 18, 28, 29, 30, 32, 36, 55, 65, 70, 76, 82, 87, 89, 95, 98]
 LIMIT_MS = 500.0
 MAX_MB = 256.0

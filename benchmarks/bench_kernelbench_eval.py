@@ -32,8 +32,10 @@ def main() -> None:
     eval_ids = make_split([t.problem_id for t in tasks], seed=42)["eval"]
     chosen = [t for t in tasks if t.problem_id in (args.ids or eval_ids)]
     settings = EvalSettings(cpu_core=0)
-    print(f"{len(chosen)} tasks x {args.repeats} repeats, protocol {settings.protocol}, "
-          f"{settings.correctness_trials}+{settings.wide_trials} trials, {settings.timing_pairs} timing pairs")
+    print(
+        f"{len(chosen)} tasks x {args.repeats} repeats, protocol {settings.protocol}, "
+        f"{settings.correctness_trials}+{settings.wide_trials} trials, {settings.timing_pairs} timing pairs"
+    )
     print(f"{'id':>3}  {'task':36} correct  {'min':>6} {'median':>6} {'max':>6}  ci_low>1  sec/cand  flags")
     started, n_candidates, n_correct, all_speedups = time.monotonic(), 0, 0, []
     for task in chosen:
@@ -52,15 +54,21 @@ def main() -> None:
         flags = sorted({f for r in results for f in r.flags}) + sorted(e for e in errors if e)
         per = statistics.mean(r.wall_s for r in results)
         if speedups:
-            print(f"{task.problem_id:>3}  {task.name[:36]:36} {len(ok)}/{len(results)}    {min(speedups):6.3f} "
-                  f"{statistics.median(speedups):6.3f} {max(speedups):6.3f}  {sum(r.fast_1_sig for r in ok):>8}  {per:8.2f}  {','.join(flags)}")
+            print(
+                f"{task.problem_id:>3}  {task.name[:36]:36} {len(ok)}/{len(results)}    {min(speedups):6.3f} "
+                f"{statistics.median(speedups):6.3f} {max(speedups):6.3f}  {sum(r.fast_1_sig for r in ok):>8}  {per:8.2f}  {','.join(flags)}"
+            )
         else:
-            print(f"{task.problem_id:>3}  {task.name[:36]:36} 0/{len(results)}    {'-':>6} {'-':>6} {'-':>6}  {'-':>8}  {per:8.2f}  "
-                  f"{','.join(flags)}: {results[0].error_message[:120]}")
+            print(
+                f"{task.problem_id:>3}  {task.name[:36]:36} 0/{len(results)}    {'-':>6} {'-':>6} {'-':>6}  {'-':>8}  {per:8.2f}  "
+                f"{','.join(flags)}: {results[0].error_message[:120]}"
+            )
     minutes = (time.monotonic() - started) / 60
     q = statistics.quantiles(all_speedups, n=20) if len(all_speedups) > 1 else [float("nan")] * 19
-    print(f"\ncorrect {n_correct}/{n_candidates}; speedup p5 {q[0]:.3f} p50 {statistics.median(all_speedups):.3f} p95 {q[-1]:.3f}; "
-          f"{n_candidates / minutes:.1f} candidates/min ({minutes:.1f} min, reference setup included)")
+    print(
+        f"\ncorrect {n_correct}/{n_candidates}; speedup p5 {q[0]:.3f} p50 {statistics.median(all_speedups):.3f} p95 {q[-1]:.3f}; "
+        f"{n_candidates / minutes:.1f} candidates/min ({minutes:.1f} min, reference setup included)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import time
 import yaml
 
 from testtime.config import validate
+from testtime.evaluation.batch import evaluate_samples
 from testtime.records import read_parquet
-from testtime.stages import evaluate_samples
 
 
 def main() -> None:
@@ -36,10 +36,15 @@ def main() -> None:
         seconds = time.monotonic() - started
         unique = int((~records["reused_verdict"]).sum())
         results[lanes] = records
-        print(f"lanes={lanes}: {len(records)} samples, {unique} unique candidates, {int(records['correct'].sum())} correct, "
-              f"{seconds:.1f} s, {unique / seconds * 60:.1f} candidates/min")
+        print(
+            f"lanes={lanes}: {len(records)} samples, {unique} unique candidates, {int(records['correct'].sum())} correct, "
+            f"{seconds:.1f} s, {unique / seconds * 60:.1f} candidates/min"
+        )
     a, b = results[1], results[args.lanes]
-    agree = (a.sort_values(["problem_id", "sample_index"])["correct"].to_numpy() == b.sort_values(["problem_id", "sample_index"])["correct"].to_numpy()).mean()
+    agree = (
+        a.sort_values(["problem_id", "sample_index"])["correct"].to_numpy()
+        == b.sort_values(["problem_id", "sample_index"])["correct"].to_numpy()
+    ).mean()
     print(f"verdict agreement (correct flag) between 1 and {args.lanes} lanes: {agree:.3f}")
 
 

@@ -12,11 +12,25 @@ import time
 
 import torch
 
+from testtime.evaluation.batch import evaluate_samples
 from testtime.sampling import make_backend
-from testtime.stages import evaluate_samples, prepare_tasks, sample_tasks
+from testtime.sampling.loop import sample_tasks
+from testtime.tasks.prepare import prepare_tasks
 
-EVAL = {"device": "cpu", "correctness_trials": 2, "timing_pairs": 3, "warmup": 1, "atol": 1e-4, "rtol": 1e-4,
-        "timeout_s": 20, "candidate_budget_s": 60, "memory_mb": 4096, "threads": 1, "assembly": "paper", "dedupe": True}
+EVAL = {
+    "device": "cpu",
+    "correctness_trials": 2,
+    "timing_pairs": 3,
+    "warmup": 1,
+    "atol": 1e-4,
+    "rtol": 1e-4,
+    "timeout_s": 20,
+    "candidate_budget_s": 60,
+    "memory_mb": 4096,
+    "threads": 1,
+    "assembly": "paper",
+    "dedupe": True,
+}
 
 
 def main() -> None:
@@ -28,19 +42,30 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["paper", "compact"])
     args = ap.parse_args()
     torch.set_num_threads(2)
-    tasks, info = prepare_tasks({"source": "bundled", "split_seed": 42, "train_fraction": 0.8, "subset_offset": 0, "subset_size": None})
+    tasks, info = prepare_tasks(
+        {"source": "bundled", "split_seed": 42, "train_fraction": 0.8, "subset_offset": 0, "subset_size": None}
+    )
     backend = make_backend("transformers", args.model_dir)
     print(f"eval tasks {info['subset']}, K={args.k}, T={args.temperature}, max_new_tokens={args.max_new_tokens}")
     for variant in args.variants:
         started = time.monotonic()
-        sampling = {"k": args.k, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "prompt_variant": variant}
+        sampling = {
+            "k": args.k,
+            "temperature": args.temperature,
+            "max_new_tokens": args.max_new_tokens,
+            "prompt_variant": variant,
+        }
         samples = sample_tasks(backend, tasks, sampling, seed=42, suite="bundled")
         records = evaluate_samples(samples, tasks, EVAL).merge(samples[["problem_id", "sample_index", "raw_action"]])
-        print(f"\n== {variant}: correct {records['correct'].mean():.1%}, fast_1 {records['fast_1'].mean():.1%}, "
-              f"{time.monotonic() - started:.0f} s")
+        print(
+            f"\n== {variant}: correct {records['correct'].mean():.1%}, fast_1 {records['fast_1'].mean():.1%}, "
+            f"{time.monotonic() - started:.0f} s"
+        )
         for pid, g in records.groupby("problem_id"):
-            print(f"  task {pid}: correct {g['correct'].mean():.0%}, distinct answers {g['raw_action'].nunique()}, "
-                  f"errors {g['error_kind'].value_counts().to_dict()}")
+            print(
+                f"  task {pid}: correct {g['correct'].mean():.0%}, distinct answers {g['raw_action'].nunique()}, "
+                f"errors {g['error_kind'].value_counts().to_dict()}"
+            )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,13 @@ TINY = ["--configfile", "config/test/config.yaml"]
 
 def copy(base: Path, name: str) -> Path:
     work = base / name
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns("results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__", ".venv", ".wheels"))
+    shutil.copytree(
+        ROOT,
+        work,
+        ignore=shutil.ignore_patterns(
+            "results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__", ".venv", ".wheels"
+        ),
+    )
     (work / "figures").mkdir(exist_ok=True)
     return work
 
@@ -57,15 +63,23 @@ def main() -> int:
         local1, _ = timed([*smk, *target, "-c1", *TINY], copy(base, "local1"))
         slurm1, text = timed([*smk, *target, *SLURM, *TINY], copy(base, "slurm1"))
         assert len(re.findall(r"submitted with SLURM jobid", text)) == 1
-        rows += [("one job (prepare_tasks), local", local1, ""), ("one job (prepare_tasks), SLURM", slurm1, f"overhead {slurm1 - local1:.1f} s")]
+        rows += [
+            ("one job (prepare_tasks), local", local1, ""),
+            ("one job (prepare_tasks), SLURM", slurm1, f"overhead {slurm1 - local1:.1f} s"),
+        ]
         if not args.skip_e2e:
             local, _ = timed([*smk, "figures/fig4.pdf", "-c2", *TINY], copy(base, "local"))
             slurm, text = timed([*smk, "figures/fig4.pdf", *SLURM, *TINY], copy(base, "slurm"))
             n = len(re.findall(r"submitted with SLURM jobid", text))
             levels = 4  # tasks+model | sample | evaluate | select_samples (merges and figure run locally)
-            rows += [("tiny end-to-end (10 jobs), local -c2", local, ""),
-                     (f"tiny end-to-end, SLURM ({n} sbatch jobs)", slurm,
-                      f"overhead {slurm - local:.1f} s = {(slurm - local) / n:.1f} s per job, {(slurm - local) / levels:.1f} s per DAG level")]
+            rows += [
+                ("tiny end-to-end (10 jobs), local -c2", local, ""),
+                (
+                    f"tiny end-to-end, SLURM ({n} sbatch jobs)",
+                    slurm,
+                    f"overhead {slurm - local:.1f} s = {(slurm - local) / n:.1f} s per job, {(slurm - local) / levels:.1f} s per DAG level",
+                ),
+            ]
     finally:
         subprocess.run(["bash", str(ROOT / "scripts/slurm_down.sh")], capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)

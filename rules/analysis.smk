@@ -1,12 +1,16 @@
+# Selection (Table 3), Best-of-N scaling (Table 2) and the TTT tables (6, 4, 10, 12, transfer).
+
+
 rule select_samples:
+    """Apply every selection strategy per task and seed; write Table 3 and its statistics."""
     input:
-        samples=expand("results/samples/{{model}}/{{suite}}/seed{seed}.parquet", seed=SEEDS),
-        evaluations=expand("results/evaluations/{{model}}/{{suite}}/seed{seed}.parquet", seed=SEEDS),
+        samples=expand(samples_file("{{model}}", "{{suite}}", "{seed}"), seed=SEEDS),
+        evaluations=expand(evaluations_file("{{model}}", "{{suite}}", "{seed}"), seed=SEEDS),
     output:
         selection="results/selection/{model}/{suite}/selection.parquet",
-        table="results/tables/{model}/{suite}/table3.csv",
-        table_provenance="results/tables/{model}/{suite}/table3.csv.provenance.json",
-        stats="results/tables/{model}/{suite}/selection_stats.json",
+        table=table_file("{model}", "{suite}", "table3.csv"),
+        table_provenance=table_file("{model}", "{suite}", "table3.csv.provenance.json"),
+        stats=table_file("{model}", "{suite}", "selection_stats.json"),
     log:
         "results/logs/select_samples/{model}/{suite}.log",
     conda:
@@ -16,7 +20,7 @@ rule select_samples:
         **stage_resources("analysis"),
     params:
         selection=cfg("selection"),
-        code=code("testtime/analysis.py", "testtime/stages.py"),
+        code=code("select_samples"),
     script:
         "../workflow_scripts/select_samples.py"
 
@@ -24,24 +28,21 @@ rule select_samples:
 rule table2:
     """Best-of-N scaling curve (Table 2) from the Best-of-N evaluations of every seed."""
     input:
-        evaluations=expand("results/evaluations/{{model}}/{{suite}}/seed{seed}.parquet", seed=SEEDS),
+        evaluations=expand(evaluations_file("{{model}}", "{{suite}}", "{seed}"), seed=SEEDS),
     output:
-        table="results/tables/{model}/{suite}/table2.csv",
-        by_seed="results/tables/{model}/{suite}/table2_by_seed.csv",
-        provenance="results/tables/{model}/{suite}/table2.csv.provenance.json",
+        table=table_file("{model}", "{suite}", "table2.csv"),
+        by_seed=table_file("{model}", "{suite}", "table2_by_seed.csv"),
+        provenance=table_file("{model}", "{suite}", "table2.csv.provenance.json"),
     log:
         "results/logs/table2/{model}/{suite}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
         scaling=cfg("scaling"),
-        code=code("testtime/analysis.py"),
+        code=code("table2"),
     script:
         "../workflow_scripts/table2.py"
-
-
-TTT_TABLE_CODE = code("testtime/tables.py", "testtime/analysis.py")
 
 
 rule table6:
@@ -49,19 +50,20 @@ rule table6:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("main")),
     output:
-        table="results/tables/ttt/table6.csv",
-        per_task="results/tables/ttt/table6_per_task.csv",
-        selection="results/tables/ttt/table6_selection.csv",
-        summary="results/tables/ttt/table6_summary.json",
-        provenance="results/tables/ttt/table6.csv.provenance.json",
+        table=ttt_table_file("table6.csv"),
+        per_task=ttt_table_file("table6_per_task.csv"),
+        selection=ttt_table_file("table6_selection.csv"),
+        summary=ttt_table_file("table6_summary.json"),
+        provenance=ttt_table_file("table6.csv.provenance.json"),
     log:
         "results/logs/table6.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        table="table6",
         spec={"runs": EXPERIMENTS["main"], "patience": EXPERIMENTS["early_stop_patience"]},
-        code=TTT_TABLE_CODE,
+        code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"
 
@@ -71,17 +73,18 @@ rule table4:
     input:
         unpack(table4_input),
     output:
-        table="results/tables/ttt/table4.csv",
-        per_task="results/tables/ttt/table4_per_task.csv",
-        provenance="results/tables/ttt/table4.csv.provenance.json",
+        table=ttt_table_file("table4.csv"),
+        per_task=ttt_table_file("table4_per_task.csv"),
+        provenance=ttt_table_file("table4.csv.provenance.json"),
     log:
         "results/logs/table4.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        table="table4",
         spec=canonical(EXPERIMENTS["subset2"]),
-        code=TTT_TABLE_CODE,
+        code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"
 
@@ -91,16 +94,17 @@ rule table10:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("lr_sweep")),
     output:
-        table="results/tables/ttt/table10.csv",
-        provenance="results/tables/ttt/table10.csv.provenance.json",
+        table=ttt_table_file("table10.csv"),
+        provenance=ttt_table_file("table10.csv.provenance.json"),
     log:
         "results/logs/table10.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        table="table10",
         spec={"lrs": {run: ttt_run(run)["lr"] for run in EXPERIMENTS["lr_sweep"]}},
-        code=TTT_TABLE_CODE,
+        code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"
 
@@ -110,16 +114,17 @@ rule table12:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("isolated")),
     output:
-        table="results/tables/ttt/table12.csv",
-        provenance="results/tables/ttt/table12.csv.provenance.json",
+        table=ttt_table_file("table12.csv"),
+        provenance=ttt_table_file("table12.csv.provenance.json"),
     log:
         "results/logs/table12.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        table="table12",
         spec={"runs": EXPERIMENTS["isolated"]},
-        code=TTT_TABLE_CODE,
+        code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"
 
@@ -129,15 +134,16 @@ rule transfer_table:
     input:
         unpack(transfer_table_input),
     output:
-        table="results/tables/ttt/transfer.csv",
-        provenance="results/tables/ttt/transfer.csv.provenance.json",
+        table=ttt_table_file("transfer.csv"),
+        provenance=ttt_table_file("transfer.csv.provenance.json"),
     log:
         "results/logs/transfer_table.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        table="transfer",
         spec={"transfers": canonical(EXPERIMENTS["transfer"])},
-        code=TTT_TABLE_CODE,
+        code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"

@@ -1,9 +1,14 @@
-"""Helpers shared by all rules: config access, code hashes, path functions."""
+"""Shared by all rules: config access, code hashes, path templates, models, scheduling resources,
+and the input functions of rules, grouped by the stage file that uses them (snakemake --lint
+asks for functions here, not mixed with rules). Light imports only: no torch, scipy or pandas
+while Snakemake parses the workflow.
+"""
 
 import os
 
-from testtime.config import canonical, code_hash
-from testtime.ttt import resolve_run, step_settings
+from testtime.codehash import script_code_hash
+from testtime.config import canonical
+from testtime.runs import resolve_run, step_settings
 
 
 wildcard_constraints:
@@ -15,6 +20,12 @@ wildcard_constraints:
     name=r"[A-Za-z0-9_.\-]+",
 
 
+RUN = config["run"]
+SEEDS = RUN["seeds"]
+EXPERIMENTS = config["ttt"]["experiments"]
+PROBE = config["probe"]
+
+
 def cfg(*path):
     """A config subset, key-sorted so reordering YAML never reruns anything."""
     node = config
@@ -23,9 +34,47 @@ def cfg(*path):
     return canonical(node)
 
 
-def code(*paths):
-    """Content hash of the library files a rule runs, so editing them reruns that rule."""
-    return code_hash(*(os.path.join(workflow.basedir, p) for p in paths))
+def code(script):
+    """Content hash of a workflow script and every library file it imports (testtime.codehash),
+    so editing any of them reruns exactly the rules that run it."""
+    path = os.path.join(workflow.basedir, "workflow_scripts", f"{script}.py")
+    return script_code_hash(path, workflow.basedir)
+
+
+# ---------------------------------------------------------------- path templates
+# Each record's path is written once here; rules pass wildcards ("{suite}") or values.
+
+
+def tasks_file(suite):
+    return f"results/tasks/{suite}/tasks.parquet"
+
+
+def split_file(suite):
+    return f"results/tasks/{suite}/split.json"
+
+
+def samples_file(model, suite, seed):
+    return f"results/samples/{model}/{suite}/seed{seed}.parquet"
+
+
+def evaluations_file(model, suite, seed):
+    return f"results/evaluations/{model}/{suite}/seed{seed}.parquet"
+
+
+def table_file(model, suite, name):
+    """A Best-of-N table of one model and suite, e.g. table_file(m, s, "table3.csv")."""
+    return f"results/tables/{model}/{suite}/{name}"
+
+
+def ttt_table_file(name):
+    return f"results/tables/ttt/{name}"
+
+
+def ttt_step_dir(run, step):
+    return f"results/ttt/{run}/step{step}"
+
+
+# ---------------------------------------------------------------- models
 
 
 def model_dir_input(model):
@@ -38,22 +87,9 @@ def model_dir_path(model):
     return f"results/models/{model}" if spec["materialize"] else spec["source"]
 
 
-def model_input(wildcards):
-    return model_dir_input(wildcards.model)
-
-
-def model_path(wildcards):
-    return model_dir_path(wildcards.model)
-
-
-RUN = config["run"]
-SEEDS = RUN["seeds"]
-
-
 # ---------------------------------------------------------------- scheduling (config `resources`)
 # Every rule takes its threads and resources from its stage's section, so profiles/slurm and
-# profiles/workstation schedule the same DAG from one place. Rules of stages added later
-# (training, probes) call these with their stage name.
+# profiles/workstation schedule the same DAG from one place.
 
 
 def stage_threads(stage):
@@ -78,22 +114,15 @@ def stage_resources(stage):
     return res
 
 
-EXPERIMENTS = config["ttt"]["experiments"]
-PROBE = config["probe"]
-
-
-# Test-time training, probe and TTT tables: run settings and the paths of their steps.
+# ---------------------------------------------------------------- TTT runs (ttt, probes, tables)
 
 
 def ttt_run(name):
+    """A TTT run's complete settings (testtime.runs), key-sorted."""
     try:
         return canonical(resolve_run(config, name))
     except ValueError as err:
         raise WorkflowError(str(err)) from None
-
-
-def ttt_step_dir(name, step):
-    return f"results/ttt/{name}/step{step}"
 
 
 def ttt_metrics(name):
@@ -101,8 +130,8 @@ def ttt_metrics(name):
     return [f"{ttt_step_dir(name, s)}/metrics.json" for s in range(ttt_run(name)["steps"] + 1)]
 
 
-def ttt_adapters(name):
-    return [f"{ttt_step_dir(name, s)}/adapter" for s in range(ttt_run(name)["steps"] + 1)]
+def metrics_of(runs):
+    return [path for run in runs for path in ttt_metrics(run)]
 
 
 def ttt_sampling():
@@ -110,14 +139,15 @@ def ttt_sampling():
     return {key: config["sampling"][key] for key in ("max_new_tokens", "prompt_variant", "temperature")}
 
 
+# ---------------------------------------------------------------- input functions of TTT steps and transfers (rules/ttt.smk)
+
+
 def ttt_step_input(wc):
+    """Step 0 starts from the model; step s > 0 also reads step s-1's adapter, Adam state,
+    rollouts, evaluations and metrics."""
     run = ttt_run(wc.run)
     step = int(wc.step)
-    inputs = {
-        "tasks": f"results/tasks/{run['suite']}/tasks.parquet",
-        "split": f"results/tasks/{run['suite']}/split.json",
-        "model": model_dir_input(run["model"]),
-    }
+    inputs = {"tasks": tasks_file(run["suite"]), "split": split_file(run["suite"]), "model": model_dir_input(run["model"])}
     if step > 0:
         prev = ttt_step_dir(wc.run, step - 1)
         inputs.update(
@@ -137,20 +167,28 @@ def transfer_spec(name):
     return spec
 
 
+def transfer_target(wc):
+    return ttt_run(transfer_spec(wc.name)["target"])
+
+
 def transfer_input(wc):
     spec = transfer_spec(wc.name)
     target = ttt_run(spec["target"])
     if ttt_run(spec["source"])["model"] != target["model"]:
         raise WorkflowError(f"config key 'ttt.experiments.transfer.{wc.name}': source and target runs use different models")
     return {
-        "tasks": f"results/tasks/{target['suite']}/tasks.parquet",
-        "split": f"results/tasks/{target['suite']}/split.json",
+        "tasks": tasks_file(target["suite"]),
+        "split": split_file(target["suite"]),
         "model": model_dir_input(target["model"]),
         "adapter": f"{ttt_step_dir(spec['source'], spec['step'])}/adapter",
     }
 
 
+# ---------------------------------------------------------------- input functions of the NLL probe (rules/probes.smk)
+
+
 def probe_run(wc):
+    """The probed TTT run, which must adapt the model and suite of the Best-of-N samples."""
     run = ttt_run(wc.run)
     if (run["model"], run["suite"]) != (RUN["model"], RUN["suite"]):
         raise WorkflowError(
@@ -162,14 +200,17 @@ def probe_run(wc):
 
 def probe_input(wc):
     run = probe_run(wc)
-    bon = f"{run['model']}/{run['suite']}/seed{wc.seed}"
+    steps = range(run["steps"] + 1)
     return {
-        "samples": f"results/samples/{bon}.parquet",
-        "tasks": f"results/tasks/{run['suite']}/tasks.parquet",
+        "samples": samples_file(run["model"], run["suite"], wc.seed),
+        "tasks": tasks_file(run["suite"]),
         "model": model_dir_input(run["model"]),
-        "adapters": ttt_adapters(wc.run),
+        "adapters": [f"{ttt_step_dir(wc.run, s)}/adapter" for s in steps],
         "metrics": ttt_metrics(wc.run)[-1],
     }
+
+
+# ---------------------------------------------------------------- input functions of TTT tables (rules/analysis.smk)
 
 
 def experiment_runs(key):
@@ -179,19 +220,12 @@ def experiment_runs(key):
     return runs
 
 
-def metrics_of(runs):
-    return [path for run in runs for path in ttt_metrics(run)]
-
-
 def table4_input(wc):
     spec = EXPERIMENTS["subset2"]
     if not spec:
         raise WorkflowError("config key 'ttt.experiments.subset2' is null; Table 4 needs a Subset 2 run")
     run = ttt_run(spec["run"])
-    return {
-        "metrics": ttt_metrics(spec["run"]),
-        "bon": f"results/evaluations/{run['model']}/{run['suite']}/seed{spec['bon_seed']}.parquet",
-    }
+    return {"metrics": ttt_metrics(spec["run"]), "bon": evaluations_file(run["model"], run["suite"], spec["bon_seed"])}
 
 
 def transfer_table_input(wc):
@@ -200,6 +234,9 @@ def transfer_table_input(wc):
         raise WorkflowError("config key 'ttt.experiments.transfer' lists no transfer")
     runs = sorted({s["source"] for s in spec.values()} | {s["target"] for s in spec.values()})
     return {"transfers": [f"results/ttt/transfer/{n}/metrics.json" for n in spec], "metrics": metrics_of(runs)}
+
+
+# ---------------------------------------------------------------- input functions of figures (rules/figures.smk)
 
 
 def fig6_input(wc):

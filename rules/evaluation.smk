@@ -6,9 +6,10 @@ EVAL_SHARDS = config["resources"]["evaluation"]["shards"]
 
 
 rule evaluate:
+    """Judge one shard (whole tasks) of a seed's samples in isolated worker processes."""
     input:
-        tasks="results/tasks/{suite}/tasks.parquet",
-        samples="results/samples/{model}/{suite}/seed{seed}.parquet",
+        tasks=tasks_file("{suite}"),
+        samples=samples_file("{model}", "{suite}", "{seed}"),
     output:
         "results/evaluations/{model}/{suite}/seed{seed}/shard{shard}.parquet",
     log:
@@ -23,22 +24,26 @@ rule evaluate:
     params:
         evaluation=cfg("evaluation"),
         shards=EVAL_SHARDS,
-        code=code("testtime/evaluation", "testtime/prompting.py", "testtime/stages.py", "testtime/scheduling.py"),
+        code=code("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"
 
 
 rule merge_evaluations:
+    """Concatenate the evaluation shards of one seed into the seed's evaluation records."""
     input:
-        shards=expand("results/evaluations/{{model}}/{{suite}}/seed{{seed}}/shard{shard}.parquet", shard=range(EVAL_SHARDS)),
+        shards=expand(
+            "results/evaluations/{{model}}/{{suite}}/seed{{seed}}/shard{shard}.parquet",
+            shard=range(EVAL_SHARDS),
+        ),
     output:
-        "results/evaluations/{model}/{suite}/seed{seed}.parquet",
+        evaluations_file("{model}", "{suite}", "{seed}"),
     log:
         "results/logs/merge_evaluations/{model}/{suite}/seed{seed}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
-        code=code("testtime/records.py"),
+        code=code("merge_evaluations"),
     script:
         "../workflow_scripts/merge_evaluations.py"

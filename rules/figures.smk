@@ -1,69 +1,73 @@
+# Figures: each drawn from tables the workflow wrote, never from raw records.
+
+
 rule fig4:
+    """Figure 4: fast_1 success rate and mean speedup per selection strategy (Table 3)."""
     input:
-        table=f"results/tables/{RUN['model']}/{RUN['suite']}/table3.csv",
-        table_provenance=f"results/tables/{RUN['model']}/{RUN['suite']}/table3.csv.provenance.json",
+        table=table_file(RUN["model"], RUN["suite"], "table3.csv"),
+        table_provenance=table_file(RUN["model"], RUN["suite"], "table3.csv.provenance.json"),
     output:
         figure="figures/fig4.pdf",
         provenance="figures/fig4.pdf.provenance.json",
     log:
         "results/logs/fig4.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        figure="fig4",
         style=cfg("figures", "fig4"),
-        code=code("testtime/figures.py"),
+        code=code("figure"),
     script:
-        "../workflow_scripts/fig4.py"
-
-
+        "../workflow_scripts/figure.py"
 
 
 rule fig3:
-    """Best-of-N scaling with the TTT BoA line and its equivalent K."""
+    """Figure 3: Best-of-N scaling with the TTT BoA line and its equivalent K."""
     input:
-        table=f"results/tables/{RUN['model']}/{RUN['suite']}/table2.csv",
-        table_provenance=f"results/tables/{RUN['model']}/{RUN['suite']}/table2.csv.provenance.json",
-        ttt="results/tables/ttt/table6_summary.json",
+        table=table_file(RUN["model"], RUN["suite"], "table2.csv"),
+        table_provenance=table_file(RUN["model"], RUN["suite"], "table2.csv.provenance.json"),
+        ttt=ttt_table_file("table6_summary.json"),
     output:
         figure="figures/fig3.pdf",
         provenance="figures/fig3.pdf.provenance.json",
-        equivalent_k="results/tables/ttt/equivalent_k.json",
+        equivalent_k=ttt_table_file("equivalent_k.json"),
     log:
         "results/logs/fig3.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
         style=cfg("figures", "fig3"),
-        code=code("testtime/figures.py", "testtime/tables.py", "testtime/analysis.py"),
+        code=code("fig3"),
     script:
         "../workflow_scripts/fig3.py"
 
 
 rule fig5:
-    """TTT trajectories of the main runs with BoA stars."""
+    """Figure 5: TTT trajectories of the main runs with BoA stars."""
     input:
-        table="results/tables/ttt/table6.csv",
-        selection="results/tables/ttt/table6_selection.csv",
-        table_provenance="results/tables/ttt/table6.csv.provenance.json",
+        table=ttt_table_file("table6.csv"),
+        selection=ttt_table_file("table6_selection.csv"),
+        table_provenance=ttt_table_file("table6.csv.provenance.json"),
     output:
         figure="figures/fig5.pdf",
         provenance="figures/fig5.pdf.provenance.json",
     log:
         "results/logs/fig5.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        figure="fig5",
         style=cfg("figures", "fig5"),
-        code=code("testtime/figures.py"),
+        code=code("figure"),
     script:
-        "../workflow_scripts/fig5.py"
+        "../workflow_scripts/figure.py"
 
 
 rule fig6:
-    """NLL probe: Spearman rho(NLL, speedup) per TTT step, overall and bottom quartile."""
+    """Figure 6: NLL probe, Spearman rho(NLL, speedup) per TTT step, overall and bottom quartile."""
     input:
         unpack(fig6_input),
     output:
@@ -71,11 +75,12 @@ rule fig6:
         provenance="figures/fig6.pdf.provenance.json",
     log:
         "results/logs/fig6.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
+        figure="fig6",
         style=cfg("figures", "fig6"),
-        code=code("testtime/figures.py"),
+        code=code("figure"),
     script:
-        "../workflow_scripts/fig6.py"
+        "../workflow_scripts/figure.py"

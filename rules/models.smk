@@ -1,4 +1,5 @@
 rule materialize_model:
+    """Convert the configured model once into a local safetensors directory."""
     output:
         directory("results/models/{model}"),
     log:
@@ -13,6 +14,6 @@ rule materialize_model:
     params:
         source=lambda wc: config["models"][wc.model]["source"],
         dtype=lambda wc: config["models"][wc.model]["dtype"],
-        code=code("testtime/models.py"),
+        code=code("materialize_model"),
     script:
         "../workflow_scripts/materialize_model.py"

@@ -2,6 +2,7 @@
 
 
 rule probe_score:
+    """The fixed Best-of-N samples of one seed re-scored under every checkpoint of a TTT run."""
     input:
         unpack(probe_input),
     output:
@@ -21,25 +22,26 @@ rule probe_score:
         prompt_variant=config["sampling"]["prompt_variant"],
         model=lambda wc: cfg("models", probe_run(wc)["model"]),
         model_path=lambda wc: model_dir_path(probe_run(wc)["model"]),
-        code=code("testtime/probes.py", "testtime/scoring.py", "testtime/ttt.py", "testtime/prompting.py", "testtime/sampling"),
+        code=code("probe_score"),
     script:
         "../workflow_scripts/probe_score.py"
 
 
 rule probe_analysis:
+    """Spearman rho(NLL, speedup) per step, overall and in the bottom quartile, and mean NLL."""
     input:
         scores="results/probes/{run}/seed{seed}/nll.parquet",
-        evaluations=lambda wc: f"results/evaluations/{RUN['model']}/{RUN['suite']}/seed{wc.seed}.parquet",
+        evaluations=lambda wc: evaluations_file(RUN["model"], RUN["suite"], wc.seed),
     output:
         table="results/tables/probes/{run}/seed{seed}/probe.csv",
         provenance="results/tables/probes/{run}/seed{seed}/probe.csv.provenance.json",
     log:
         "results/logs/probe_analysis/{run}/seed{seed}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    localrule: True
     params:
         bottom_quartile=config["probe"]["bottom_quartile"],
-        code=code("testtime/probes.py"),
+        code=code("probe_analysis"),
     script:
         "../workflow_scripts/probe_analysis.py"

@@ -1,10 +1,11 @@
 rule sample:
+    """K samples per selected task for one seed, with raw log-probabilities (one model load)."""
     input:
-        tasks="results/tasks/{suite}/tasks.parquet",
-        split="results/tasks/{suite}/split.json",
-        model=model_input,
+        tasks=tasks_file("{suite}"),
+        split=split_file("{suite}"),
+        model=lambda wc: model_dir_input(wc.model),
     output:
-        "results/samples/{model}/{suite}/seed{seed}.parquet",
+        samples_file("{model}", "{suite}", "{seed}"),
     log:
         "results/logs/sample/{model}/{suite}/seed{seed}.log",
     benchmark:
@@ -17,7 +18,7 @@ rule sample:
     params:
         sampling=cfg("sampling"),
         model=lambda wc: cfg("models", wc.model),
-        model_path=model_path,
-        code=code("testtime/sampling", "testtime/scoring.py", "testtime/prompting.py", "testtime/stages.py"),
+        model_path=lambda wc: model_dir_path(wc.model),
+        code=code("sample"),
     script:
         "../workflow_scripts/sample.py"

@@ -1,7 +1,8 @@
 rule prepare_tasks:
+    """Load a task suite, split it like the paper, mark the eval subset that gets sampled."""
     output:
-        tasks="results/tasks/{suite}/tasks.parquet",
-        split="results/tasks/{suite}/split.json",
+        tasks=tasks_file("{suite}"),
+        split=split_file("{suite}"),
     log:
         "results/logs/prepare_tasks/{suite}.log",
     conda:
@@ -11,6 +12,6 @@ rule prepare_tasks:
         **stage_resources("tasks"),
     params:
         suite=lambda wc: cfg("suites", wc.suite),
-        code=code("testtime/tasks", "testtime/stages.py"),
+        code=code("prepare_tasks"),
     script:
         "../workflow_scripts/prepare_tasks.py"

@@ -1,15 +1,17 @@
 # Test-time training: one job per step, results/ttt/{run}/step{step}/. Step s+1 reads step s's
 # files, so a run killed during step s resumes at step s and no finished step reruns.
 
+
 rule ttt_step:
+    """One TTT step: update the previous step's adapter on its rollouts, save, sample, evaluate, score."""
     input:
         unpack(ttt_step_input),
     output:
-        adapter=directory("results/ttt/{run}/step{step}/adapter"),
-        optimizer="results/ttt/{run}/step{step}/optimizer.pt",
-        rollouts="results/ttt/{run}/step{step}/rollouts.parquet",
-        evaluations="results/ttt/{run}/step{step}/evaluations.parquet",
-        metrics="results/ttt/{run}/step{step}/metrics.json",
+        adapter=directory(f"{ttt_step_dir('{run}', '{step}')}/adapter"),
+        optimizer=f"{ttt_step_dir('{run}', '{step}')}/optimizer.pt",
+        rollouts=f"{ttt_step_dir('{run}', '{step}')}/rollouts.parquet",
+        evaluations=f"{ttt_step_dir('{run}', '{step}')}/evaluations.parquet",
+        metrics=f"{ttt_step_dir('{run}', '{step}')}/metrics.json",
     log:
         "results/logs/ttt_step/{run}/step{step}.log",
     benchmark:
@@ -25,10 +27,7 @@ rule ttt_step:
         evaluation=cfg("evaluation"),
         model=lambda wc: cfg("models", ttt_run(wc.run)["model"]),
         model_path=lambda wc: model_dir_path(ttt_run(wc.run)["model"]),
-        code=code(
-            "testtime/ttt.py", "testtime/scoring.py", "testtime/isolated_eval.py", "testtime/sampling",
-            "testtime/prompting.py", "testtime/stages.py", "testtime/evaluation",
-        ),
+        code=code("ttt_step"),
     script:
         "../workflow_scripts/ttt_step.py"
 
@@ -52,14 +51,11 @@ rule ttt_transfer:
         **stage_resources("training"),
     params:
         spec=lambda wc: canonical(transfer_spec(wc.name)),
-        target=lambda wc: step_settings(ttt_run(transfer_spec(wc.name)["target"]), 0),
+        target=lambda wc: step_settings(transfer_target(wc), 0),
         sampling=ttt_sampling(),
         evaluation=cfg("evaluation"),
-        model=lambda wc: cfg("models", ttt_run(transfer_spec(wc.name)["target"])["model"]),
-        model_path=lambda wc: model_dir_path(ttt_run(transfer_spec(wc.name)["target"])["model"]),
-        code=code(
-            "testtime/ttt.py", "testtime/scoring.py", "testtime/isolated_eval.py", "testtime/sampling",
-            "testtime/prompting.py", "testtime/stages.py", "testtime/evaluation",
-        ),
+        model=lambda wc: cfg("models", transfer_target(wc)["model"]),
+        model_path=lambda wc: model_dir_path(transfer_target(wc)["model"]),
+        code=code("ttt_transfer"),
     script:
         "../workflow_scripts/ttt_transfer.py"

@@ -81,9 +81,12 @@ class ModelNew(nn.Module):
 
 
 def show(label: str, r) -> None:
-    print(f"  {label:38} correct={r.correct!s:5} kind={r.error_kind!s:22} speedup={r.speedup:7.3f} "
-          f"ci=[{r.speedup_ci_low or 0:.3f},{r.speedup_ci_high or 0:.3f}] method={r.timing_method or '-'} "
-          f"wall={r.wall_s:.1f}s {(r.error_message or '')[:160]!r}", flush=True)
+    print(
+        f"  {label:38} correct={r.correct!s:5} kind={r.error_kind!s:22} speedup={r.speedup:7.3f} "
+        f"ci=[{r.speedup_ci_low or 0:.3f},{r.speedup_ci_high or 0:.3f}] method={r.timing_method or '-'} "
+        f"wall={r.wall_s:.1f}s {(r.error_message or '')[:160]!r}",
+        flush=True,
+    )
 
 
 def quantiles(values: list[float]) -> str:
@@ -125,7 +128,12 @@ def section_landlock() -> None:
 
                     applied = confine(scratch, 0, "cuda")
                 else:
-                    kwargs = {**kwargs, "writable": tuple(f"/proc/{os.getpid()}" if w == "<own /proc>" else w for w in kwargs.get("writable", ()))}
+                    kwargs = {
+                        **kwargs,
+                        "writable": tuple(
+                            f"/proc/{os.getpid()}" if w == "<own /proc>" else w for w in kwargs.get("writable", ())
+                        ),
+                    }
                     applied = landlock(scratch, "cuda", **kwargs)
                 with open("/etc/hostname") as f:  # readable
                     f.read()
@@ -154,9 +162,12 @@ def l1_tasks(path: str):
 
 def section_l1(tasks, repeats: int) -> None:
     settings = EvalSettings(device="cuda", candidate_budget_s=300)
-    print(f"\n== KernelBench L1 eval tasks at full size: reference's forward as candidate, {repeats} repeats "
-          f"({settings.correctness_trials}+{settings.wide_trials} correctness trials, {settings.warmup} warm-up and "
-          f"{settings.timing_pairs} timing pairs, fresh inputs per pair)", flush=True)
+    print(
+        f"\n== KernelBench L1 eval tasks at full size: reference's forward as candidate, {repeats} repeats "
+        f"({settings.correctness_trials}+{settings.wide_trials} correctness trials, {settings.warmup} warm-up and "
+        f"{settings.timing_pairs} timing pairs, fresh inputs per pair)",
+        flush=True,
+    )
     print(f"  {'id':>3} {'task':40} correct {'min':>6} {'median':>6} {'max':>6}  s/cand  ref-start-s", flush=True)
     started, all_speedups, n, n_ok = time.monotonic(), [], 0, 0
     for pid, task in sorted(tasks.items()):
@@ -172,9 +183,15 @@ def section_l1(tasks, repeats: int) -> None:
         all_speedups += ok
         bad = sorted({f"{r.error_kind}: {(r.error_message or '')[:100]}" for r in rs if not r.correct})
         spread = f"{min(ok):6.3f} {statistics.median(ok):6.3f} {max(ok):6.3f}" if ok else f"{'-':>6} {'-':>6} {'-':>6}"
-        print(f"  {pid:>3} {task.name[:40]:40} {len(ok):>2}/{len(rs):<2}  {spread}  {statistics.mean(r.wall_s for r in rs):5.2f}  {t_ref:5.1f} {bad[:1]}", flush=True)
+        print(
+            f"  {pid:>3} {task.name[:40]:40} {len(ok):>2}/{len(rs):<2}  {spread}  {statistics.mean(r.wall_s for r in rs):5.2f}  {t_ref:5.1f} {bad[:1]}",
+            flush=True,
+        )
     minutes = (time.monotonic() - started) / 60
-    print(f"  correct {n_ok}/{n}; speedup {quantiles(all_speedups)}; {n / minutes:.1f} candidates/min (reference start-up included)", flush=True)
+    print(
+        f"  correct {n_ok}/{n}; speedup {quantiles(all_speedups)}; {n / minutes:.1f} candidates/min (reference start-up included)",
+        flush=True,
+    )
 
 
 def section_attacks(tasks) -> None:
@@ -182,10 +199,30 @@ def section_attacks(tasks) -> None:
     gemm = tasks[18].code  # A.T @ B.T, 2048x8192x4096
     cases = [
         ("TF32 matmul (screened)", gemm, "torch.backends.cuda.matmul.allow_tf32 = True\nreturn torch.matmul(A.T, B.T)", None),
-        ("TF32 matmul (screen bypassed)", gemm, "torch.backends.cuda.matmul.allow_tf32 = True\nreturn torch.matmul(A.T, B.T)", "return torch.matmul(A.T, B.T)"),
-        ("escaping side stream (screened)", gemm, "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\nreturn y", None),
-        ("escaping side stream (screen bypassed)", gemm, "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\nreturn y", "return torch.matmul(A.T, B.T)"),
-        ("waited side stream (screen bypassed)", gemm, "s = torch.cuda.Stream()\ns.wait_stream(torch.cuda.current_stream())\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\ntorch.cuda.current_stream().wait_stream(s)\nreturn y", "return torch.matmul(A.T, B.T)"),
+        (
+            "TF32 matmul (screen bypassed)",
+            gemm,
+            "torch.backends.cuda.matmul.allow_tf32 = True\nreturn torch.matmul(A.T, B.T)",
+            "return torch.matmul(A.T, B.T)",
+        ),
+        (
+            "escaping side stream (screened)",
+            gemm,
+            "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\nreturn y",
+            None,
+        ),
+        (
+            "escaping side stream (screen bypassed)",
+            gemm,
+            "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\nreturn y",
+            "return torch.matmul(A.T, B.T)",
+        ),
+        (
+            "waited side stream (screen bypassed)",
+            gemm,
+            "s = torch.cuda.Stream()\ns.wait_stream(torch.cuda.current_stream())\nwith torch.cuda.stream(s):\n    y = torch.matmul(A.T, B.T)\ntorch.cuda.current_stream().wait_stream(s)\nreturn y",
+            "return torch.matmul(A.T, B.T)",
+        ),
         ("identity on HardTanh (32)", tasks[32].code, "return x", None),
         ("in-place HardTanh (32)", tasks[32].code, "return x.clamp_(-1, 1)", None),
         ("fp16 GEMM (18)", gemm, "return torch.matmul(A.T.half(), B.T.half()).float()", None),
@@ -221,8 +258,11 @@ def section_throughput(tasks) -> None:
         total = (time.monotonic() - t0) / len(rs)
         per = statistics.mean(r.wall_s for r in rs)
         kb_total = kb + KB_PROCESS_START_S
-        print(f"  {pid:>3} {task.name[:40]:40} {per:8.2f}             {total:8.2f}            {kb_total:8.1f}          {kb_total / total:5.1f}x "
-              f"{'' if all(r.correct for r in rs) else 'NOT ALL CORRECT'}", flush=True)
+        print(
+            f"  {pid:>3} {task.name[:40]:40} {per:8.2f}             {total:8.2f}            {kb_total:8.1f}          {kb_total / total:5.1f}x "
+            f"{'' if all(r.correct for r in rs) else 'NOT ALL CORRECT'}",
+            flush=True,
+        )
 
 
 def section_bundled(repeats: int) -> None:
@@ -265,7 +305,9 @@ def main() -> int:
         section_throughput(tasks)
     if "bundled" in sections:
         section_bundled(args.repeats)
-    print(f"\ntotal {time.monotonic() - started:.0f} s; device {torch.cuda.get_device_name(0)}")  # only now: CUDA here would break forking
+    print(
+        f"\ntotal {time.monotonic() - started:.0f} s; device {torch.cuda.get_device_name(0)}"
+    )  # only now: CUDA here would break forking
     return 0
 
 

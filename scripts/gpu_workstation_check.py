@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("gpu_workstation_check")
-LEASE = re.compile(r"^(\S+ \S+) testtime\.gpus INFO GPU lease acquired: CUDA_VISIBLE_DEVICES=(\S+) source=(\w+)(?: uuids=(\S+))?", re.M)
+LEASE = re.compile(
+    r"^(\S+ \S+) testtime\.gpus INFO GPU lease acquired: CUDA_VISIBLE_DEVICES=(\S+) source=(\w+)(?: uuids=(\S+))?", re.M
+)
 RELEASE = re.compile(r"^(\S+ \S+) testtime\.gpus INFO GPU lease released: (\S+)", re.M)
 
 
@@ -67,15 +69,31 @@ def write_samples(work: Path, seeds: list[int], k: int) -> None:
     chosen = tasks[tasks["selected"]]
     for seed in seeds:
         rows = [
-            {"model": "smollm2-135m", "suite": "bundled", "seed": seed, "problem_id": t.problem_id, "sample_index": i,
-             "raw_action": reference_forward_body(t.code), "completion": reference_forward_body(t.code),
-             "lp_sum": -1.0 - i, "lp_mean": -0.1 - i / 100, "n_tokens": 10, "finish_reason": "stop"}
-            for t in chosen.itertuples() for i in range(k)
+            {
+                "model": "smollm2-135m",
+                "suite": "bundled",
+                "seed": seed,
+                "problem_id": t.problem_id,
+                "sample_index": i,
+                "raw_action": reference_forward_body(t.code),
+                "completion": reference_forward_body(t.code),
+                "lp_sum": -1.0 - i,
+                "lp_mean": -0.1 - i / 100,
+                "n_tokens": 10,
+                "finish_reason": "stop",
+            }
+            for t in chosen.itertuples()
+            for i in range(k)
         ]
         path = work / f"results/samples/smollm2-135m/bundled/seed{seed}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        prov = {"model": "smollm2-135m", "suite": "bundled", "suite_revision": split["suite_revision"], "seed": seed,
-                "note": "reference-equivalent samples written by scripts/gpu_workstation_check.py"}
+        prov = {
+            "model": "smollm2-135m",
+            "suite": "bundled",
+            "suite_revision": split["suite_revision"],
+            "seed": seed,
+            "note": "reference-equivalent samples written by scripts/gpu_workstation_check.py",
+        }
         write_parquet(pd.DataFrame(rows), path, prov)
     log.info("wrote %d samples per seed for tasks %s", len(chosen) * k, list(chosen["problem_id"]))
 
@@ -87,7 +105,8 @@ def start_monitor(path: Path) -> subprocess.Popen | None:
     out = open(path, "w")
     return subprocess.Popen(
         ["nvidia-smi", "--query-compute-apps=timestamp,gpu_uuid,pid,process_name", "--format=csv,noheader", "-lms", "200"],
-        stdout=out, stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -100,8 +119,17 @@ def leases(work: Path) -> list[dict]:
         if len(acquired) != 1 or len(released) != 1:
             raise SystemExit(f"{path}: expected one GPU lease acquired and released, found {len(acquired)}/{len(released)}")
         (t0, devices, source, uuids), (t1, _) = acquired[0], released[0]
-        found.append({"job": str(path.relative_to(work / "results/logs/evaluate")), "devices": devices, "source": source,
-                      "uuids": uuids or "", "start": stamp(t0), "end": stamp(t1), "env": job.group(1) if job else ""})
+        found.append(
+            {
+                "job": str(path.relative_to(work / "results/logs/evaluate")),
+                "devices": devices,
+                "source": source,
+                "uuids": uuids or "",
+                "start": stamp(t0),
+                "end": stamp(t1),
+                "env": job.group(1) if job else "",
+            }
+        )
     return found
 
 
@@ -128,12 +156,22 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=8, help="samples per task")
     parser.add_argument("--workdir", type=Path, default=None, help="where the repository copy goes (default: a temp dir)")
     parser.add_argument("--timeout", type=int, default=1500, help="seconds for the evaluation run")
-    parser.add_argument("--device", default="cuda", help="evaluation device; 'cpu' dry-runs the check's plumbing on a machine without GPUs (fake device ids)")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        help="evaluation device; 'cpu' dry-runs the check's plumbing on a machine without GPUs (fake device ids)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="gpu-ws-check-"))) / "repo"
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns("results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__", ".venv", ".wheels"))
+    shutil.copytree(
+        ROOT,
+        work,
+        ignore=shutil.ignore_patterns(
+            "results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__", ".venv", ".wheels"
+        ),
+    )
     (work / "figures").mkdir(exist_ok=True)
     (work / "check.yaml").write_text(
         "# scripts/gpu_workstation_check.py: bundled suite, 4 eval tasks, evaluation on CUDA, 1 GPU per job\n"
@@ -156,25 +194,51 @@ def main() -> int:
     monitor = start_monitor(monitor_path) if args.device != "cpu" else None
     t0 = time.time()
     try:
-        out = snakemake([*targets, "--profile", "profiles/workstation", "--resources", f"gpu={args.gpus}",
-                         "--allowed-rules", "evaluate", "merge_evaluations", "--configfile", "check.yaml"], work, args.timeout)
+        out = snakemake(
+            [
+                *targets,
+                "--profile",
+                "profiles/workstation",
+                "--resources",
+                f"gpu={args.gpus}",
+                "--allowed-rules",
+                "evaluate",
+                "merge_evaluations",
+                "--configfile",
+                "check.yaml",
+            ],
+            work,
+            args.timeout,
+        )
     finally:
         if monitor:
             monitor.terminate()
             monitor.wait(timeout=30)
     wall = time.time() - t0
-    n_jobs = len(re.findall(r"^rule evaluate:", out.stdout + out.stderr, re.M)) or len(list((work / "results/logs/evaluate").rglob("*.log")))
+    n_jobs = len(re.findall(r"^rule evaluate:", out.stdout + out.stderr, re.M)) or len(
+        list((work / "results/logs/evaluate").rglob("*.log"))
+    )
 
     found = leases(work)
     failures = []
     for rec in found:
-        log.info("%-28s GPU %s %-12s %s  %.1f-%.1f s", rec["job"], rec["devices"], rec["source"], rec["uuids"], rec["start"] - t0, rec["end"] - t0)
+        log.info(
+            "%-28s GPU %s %-12s %s  %.1f-%.1f s",
+            rec["job"],
+            rec["devices"],
+            rec["source"],
+            rec["uuids"],
+            rec["start"] - t0,
+            rec["end"] - t0,
+        )
     if len(found) != len(seeds) * args.shards:
         failures.append(f"expected {len(seeds) * args.shards} evaluate jobs with a lease, found {len(found)}")
     if any(r["source"] != "local" or "," in r["devices"] for r in found):
         failures.append("every job should hold exactly one locally leased GPU")
     pairs = [(a, b) for i, a in enumerate(found) for b in found[i + 1 :] if overlaps(a, b)]
-    clashes = [(a["job"], b["job"]) for a, b in pairs if a["devices"] == b["devices"] or (a["uuids"] and a["uuids"] == b["uuids"])]
+    clashes = [
+        (a["job"], b["job"]) for a, b in pairs if a["devices"] == b["devices"] or (a["uuids"] and a["uuids"] == b["uuids"])
+    ]
     concurrent = [(a["job"], b["job"], a["devices"], b["devices"]) for a, b in pairs if a["devices"] != b["devices"]]
     if clashes:
         failures.append(f"jobs held the same GPU at the same time: {clashes}")
@@ -192,7 +256,14 @@ def main() -> int:
         records = pd.read_parquet(work / target)
         prov = read_provenance(work / target)
         gpus = sorted({(s.get("gpu"), (s.get("job") or {}).get("CUDA_VISIBLE_DEVICES")) for s in prov.get("shards", [])}, key=str)
-        log.info("%s: %d records, %d correct, device %s, shards ran on %s", target, len(records), int(records["correct"].sum()), prov.get("device"), gpus)
+        log.info(
+            "%s: %d records, %d correct, device %s, shards ran on %s",
+            target,
+            len(records),
+            int(records["correct"].sum()),
+            prov.get("device"),
+            gpus,
+        )
         if prov.get("device") != args.device or not records["correct"].any():
             failures.append(f"{target}: expected CUDA evaluation records with correct reference-equivalent candidates")
 
@@ -203,8 +274,10 @@ def main() -> int:
         print(f"  {job_a} (GPU {dev_a}) || {job_b} (GPU {dev_b})")
     print(f"nvidia-smi: most GPUs busy at one instant = {most}; samples per GPU = {per_gpu or 'n/a'}")
     for rec in found:
-        print(f"  {rec['job']}: CUDA_VISIBLE_DEVICES={rec['devices']} uuid={rec['uuids'] or '?'} "
-              f"[{rec['start'] - t0:6.1f}, {rec['end'] - t0:6.1f}] s")
+        print(
+            f"  {rec['job']}: CUDA_VISIBLE_DEVICES={rec['devices']} uuid={rec['uuids'] or '?'} "
+            f"[{rec['start'] - t0:6.1f}, {rec['end'] - t0:6.1f}] s"
+        )
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         return 1

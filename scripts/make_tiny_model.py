@@ -32,14 +32,27 @@ def main() -> None:
         if (source / name).exists():
             shutil.copy(source / name, out / name)
     config = AutoConfig.from_pretrained(source)
-    config.update({"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32})
+    config.update(
+        {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+        }
+    )
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(out)
     meta = json.loads((source / "testtime_model.json").read_text()) if (source / "testtime_model.json").exists() else {}
-    meta.update({"source": f"tiny random model from {source}", "dtype": "float32",
-                 "n_parameters": sum(p.numel() for p in model.parameters())})
+    meta.update(
+        {
+            "source": f"tiny random model from {source}",
+            "dtype": "float32",
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
     (out / "testtime_model.json").write_text(json.dumps(meta, indent=2))
     print(f"{out}: {meta['n_parameters']} parameters")
 

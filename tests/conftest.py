@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,23 @@ def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subproces
         text=True,
         timeout=timeout,
     )
+
+
+# What a user's checkout holds besides the workflow: never copied into a test's workflow copy,
+# so no test depends on what is already built (or installed) in the work tree.
+NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv", "*.egg-info")
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the workflow at ``dest`` with nothing built: empty results/ and figures/."""
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_WORKFLOW))
+    (dest / "results").mkdir(exist_ok=True)
+    (dest / "figures").mkdir(exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def clean_repo(tmp_path_factory) -> Path:
+    """One unbuilt copy of the workflow for the dry runs of a test session (they write only
+    .snakemake/ there)."""
+    return copy_repo(tmp_path_factory.mktemp("clean") / "repo")

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from testtime import analysis as A
+from testtime import selection as S
 
 TABLE2_COUNTS = (17, 25, 28, 38, 63)  # per-task fast counts out of 64 (one seed), §7
 TABLE6_AGG = (37.5, 40.0, 42.5, 36.3, 36.3, 41.3)
@@ -157,7 +158,7 @@ def test_interpolated_equivalent_k():
     vals = [0.5, 0.7, 0.9, 1.0]
     assert A.interpolated_equivalent_k(ks, vals, 0.3) == pytest.approx(A.equivalent_k(0.5, 0.3))
     assert A.interpolated_equivalent_k(ks, vals, 0.7) == pytest.approx(2.0)
-    assert A.interpolated_equivalent_k(ks, vals, 0.8) == pytest.approx(2 ** 1.5)
+    assert A.interpolated_equivalent_k(ks, vals, 0.8) == pytest.approx(2**1.5)
     assert A.interpolated_equivalent_k([1, 2], [0.5, 0.7], 0.9) == math.inf
 
 
@@ -179,18 +180,23 @@ def test_fast_1_strict():
 def test_select_basic_strategies():
     g = make_group(
         [
-            (True, 3.0, -0.5),   # 0
+            (True, 3.0, -0.5),  # 0
             (False, 0.0, -9.0),  # 1 incorrect, lowest score: must be ignored
-            (True, 0.8, -2.0),   # 2 lowest-scoring correct -> surprisal
+            (True, 0.8, -2.0),  # 2 lowest-scoring correct -> surprisal
             (True, 10.0, -0.1),  # 3 fastest; highest score -> oracle and confidence
-            (True, 1.5, -1.0),   # 4
-            (True, 1.2, -1.5),   # 5
+            (True, 1.5, -1.0),  # 4
+            (True, 1.2, -1.5),  # 5
         ]
     )
-    sel = A.select(g)
-    assert list(sel["strategy"]) == list(A.STRATEGIES)
+    sel = S.select(g)
+    assert list(sel["strategy"]) == list(S.strategy_names())
     assert list(sel.columns) == [
-        "strategy", "sample_index", "speedup", "fast_1", "n_correct", "n_samples",
+        "strategy",
+        "sample_index",
+        "speedup",
+        "fast_1",
+        "n_correct",
+        "n_samples",
     ]
     r = by_strategy(sel)
     assert (r["best-correct"].sample_index, r["best-correct"].speedup) == (3, 10.0)
@@ -209,10 +215,10 @@ def test_select_basic_strategies():
 def test_select_uses_other_score_column():
     g = make_group([(True, 2.0, -1.0), (True, 0.5, -0.2)])
     g["lp_sum"] = [-1.0, -50.0]  # reverses the ranking
-    r = by_strategy(A.select(g, score="lp_sum"))
+    r = by_strategy(S.select(g, score="lp_sum"))
     assert r["confidence-guided"].sample_index == 0
     assert r["surprisal-guided"].sample_index == 1
-    r = by_strategy(A.select(g))
+    r = by_strategy(S.select(g))
     assert r["confidence-guided"].sample_index == 1
 
 
@@ -228,7 +234,7 @@ def test_select_ties_break_by_lowest_sample_index():
             "lp_mean": [-1.0, -1.0, -0.2, -1.0],
         }
     )
-    r = by_strategy(A.select(g))
+    r = by_strategy(S.select(g))
     assert r["best-correct"].sample_index == 3
     assert r["surprisal-guided"].sample_index == 3  # samples 3, 5, 9 tie at lowest score
     assert r["confidence-guided"].sample_index == 7
@@ -238,17 +244,15 @@ def test_select_ties_break_by_lowest_sample_index():
 
 def test_select_top3_tie_on_score_boundary():
     # Four correct samples tie at the lowest score; top-3 keeps indices 0,1,2, not 3.
-    g = make_group(
-        [(True, 1.1, -3.0), (True, 1.2, -3.0), (True, 0.9, -3.0), (True, 50.0, -3.0)]
-    )
-    r = by_strategy(A.select(g))
+    g = make_group([(True, 1.1, -3.0), (True, 1.2, -3.0), (True, 0.9, -3.0), (True, 50.0, -3.0)])
+    r = by_strategy(S.select(g))
     assert r["surprisal-guided-top3"].sample_index == 1
     assert r["best-correct"].sample_index == 3
 
 
 def test_select_empty_correct_set():
     g = make_group([(False, 0.0, -1.0), (False, 0.0, -2.0), (False, 0.0, -3.0)])
-    sel = A.select(g)
+    sel = S.select(g)
     assert len(sel) == 5
     assert (sel["fast_1"] == 0.0).all()
     assert (sel["speedup"] == 0.0).all()
@@ -258,7 +262,7 @@ def test_select_empty_correct_set():
 
 def test_select_fewer_than_three_correct():
     g = make_group([(True, 0.7, -2.0), (False, 0.0, -5.0), (True, 1.8, -0.3)])
-    r = by_strategy(A.select(g))
+    r = by_strategy(S.select(g))
     # top3 = all of C -> equals the oracle
     assert r["surprisal-guided-top3"].sample_index == 2
     assert r["surprisal-guided-top3"].fast_1 == 1.0
@@ -271,18 +275,19 @@ def test_select_fewer_than_three_correct():
 def test_select_rejects_multiple_tasks_and_nan_scores():
     g = pd.concat([make_group([(True, 2.0, -1.0)]), make_group([(True, 2.0, -1.0)], problem_id=5)])
     with pytest.raises(ValueError):
-        A.select(g)
+        S.select(g)
     g = make_group([(True, 2.0, float("nan"))])
     with pytest.raises(ValueError):
-        A.select(g)
+        S.select(g)
 
 
 def test_random_correct_expectation_matches_simulation():
     rng = np.random.default_rng(1)
-    rows = [(bool(c), float(s), float(l)) for c, s, l in
-            zip(rng.random(64) < 0.8, rng.lognormal(0, 1, 64), rng.normal(size=64))]
+    rows = [
+        (bool(c), float(s), float(lp)) for c, s, lp in zip(rng.random(64) < 0.8, rng.lognormal(0, 1, 64), rng.normal(size=64))
+    ]
     g = make_group(rows)
-    r = by_strategy(A.select(g))["random-correct"]
+    r = by_strategy(S.select(g))["random-correct"]
     cset = g[g["correct"]]
     draws = cset["speedup"].to_numpy()[rng.integers(0, len(cset), 200_000)]
     assert r.fast_1 == pytest.approx(np.mean(draws > 1.0), abs=0.01)
@@ -292,25 +297,23 @@ def test_random_correct_expectation_matches_simulation():
 def test_selection_table_and_strategy_summary():
     # Two seeds x two tasks. Confidence-guided is fast on (42, 1) and (43, 1) only...
     groups = {
-        (42, 1): [(True, 2.0, -1.0), (True, 0.5, -0.1)],   # conf picks 1 (slow)
-        (42, 2): [(True, 3.0, -0.1), (True, 0.9, -2.0)],   # conf picks 0 (fast)
-        (43, 1): [(True, 0.5, -0.1), (True, 4.0, -2.0)],   # conf slow
-        (43, 2): [(True, 0.8, -0.1), (True, 0.6, -2.0)],   # conf slow
+        (42, 1): [(True, 2.0, -1.0), (True, 0.5, -0.1)],  # conf picks 1 (slow)
+        (42, 2): [(True, 3.0, -0.1), (True, 0.9, -2.0)],  # conf picks 0 (fast)
+        (43, 1): [(True, 0.5, -0.1), (True, 4.0, -2.0)],  # conf slow
+        (43, 2): [(True, 0.8, -0.1), (True, 0.6, -2.0)],  # conf slow
     }
     recs = pd.concat(
         [make_group(rows, seed=s, problem_id=p) for (s, p), rows in groups.items()],
         ignore_index=True,
     )
-    sel = A.selection_table(recs)
-    assert len(sel) == 4 * len(A.STRATEGIES)
+    sel = S.selection_table(recs)
+    assert len(sel) == 4 * len(S.strategy_names())
     assert list(sel.columns[:2]) == ["seed", "problem_id"]
-    summ = A.strategy_summary(sel).set_index("strategy")
-    assert list(summ.index) == list(A.STRATEGIES)
+    summ = S.strategy_summary(sel).set_index("strategy")
+    assert list(summ.index) == list(S.strategy_names())
     # confidence-guided per-seed fast_1: seed 42 = 0.5, seed 43 = 0.0
     assert summ.loc["confidence-guided", "fast_1"] == pytest.approx(0.25)
-    assert summ.loc["confidence-guided", "fast_1_std"] == pytest.approx(
-        np.std([0.5, 0.0], ddof=1)
-    )
+    assert summ.loc["confidence-guided", "fast_1_std"] == pytest.approx(np.std([0.5, 0.0], ddof=1))
     assert summ.loc["confidence-guided", "fast_1_std"] == pytest.approx(0.5 / math.sqrt(2))
     assert summ.loc["confidence-guided", "mean_speedup"] == pytest.approx((0.5 + 3.0 + 0.5 + 0.8) / 4)
     # oracle: seed 42 -> 1.0, seed 43 -> 0.5
@@ -322,7 +325,7 @@ def test_selection_table_and_strategy_summary():
 
 def test_strategy_summary_single_seed_std_is_nan():
     recs = make_group([(True, 2.0, -1.0), (True, 0.5, -0.1)])
-    summ = A.strategy_summary(A.selection_table(recs))
+    summ = S.strategy_summary(S.selection_table(recs))
     assert summ["fast_1_std"].isna().all()
     assert (summ["n_seeds"] == 1).all()
 
@@ -341,7 +344,7 @@ def test_strategy_summary_table3_random_correct_std():
             "n_samples": [64, 64],
         }
     )
-    row = A.strategy_summary(sel).iloc[0]
+    row = S.strategy_summary(sel).iloc[0]
     assert row["fast_1"] == pytest.approx(0.592)
     assert row["fast_1_std"] == pytest.approx(0.027, abs=5e-4)
 
@@ -397,8 +400,7 @@ def test_surprisal_vs_confidence_degenerate_cases():
     assert math.isnan(res["wilcoxon_statistic"]) and math.isnan(res["wilcoxon_p"])
     assert res["n_discordant"] == 0 and math.isnan(res["sign_test_p"])
     assert res["ties"] == 2 and res["cohens_h"] == 0.0
-    empty = A.surprisal_vs_confidence(pair_selection([]).reindex(
-        columns=["seed", "problem_id", "strategy", "speedup", "fast_1"]))
+    empty = A.surprisal_vs_confidence(pair_selection([]).reindex(columns=["seed", "problem_id", "strategy", "speedup", "fast_1"]))
     assert empty["n_pairs"] == 0 and math.isnan(empty["wilcoxon_p"])
 
 
@@ -411,7 +413,7 @@ def test_surprisal_vs_confidence_from_selection_table():
         ],
         ignore_index=True,
     )
-    res = A.surprisal_vs_confidence(A.selection_table(recs))
+    res = A.surprisal_vs_confidence(S.selection_table(recs))
     assert res["n_pairs"] == 3
     assert res["p_surprisal"] == pytest.approx(2 / 3)
     assert res["p_confidence"] == pytest.approx(1 / 3)

@@ -78,51 +78,153 @@ ATTACKS = [
     ("H1-identity", "return x", HARDTANH_UNIT, None, ("output_aliases_input",)),
     ("H1-copy", "return x.clone()", HARDTANH_UNIT, None, ("robust_mismatch",)),
     # H2: memoise across calls
-    ("H2-self-cache", "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo", RELU, None, ("forbidden_construct",)),
-    ("H2-self-cache-runtime", "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo", RELU, "return x", ("numerical_mismatch",)),
-    ("H2-global-cache", "CACHE = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        k = x.shape\n        if k not in CACHE:\n            CACHE[k] = torch.relu(x)\n        return CACHE[k]", RELU, None, ("forbidden_construct",)),
+    (
+        "H2-self-cache",
+        "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
+    (
+        "H2-self-cache-runtime",
+        "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo",
+        RELU,
+        "return x",
+        ("numerical_mismatch",),
+    ),
+    (
+        "H2-global-cache",
+        "CACHE = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        k = x.shape\n        if k not in CACHE:\n            CACHE[k] = torch.relu(x)\n        return CACHE[k]",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
     # H3: side stream (static screen on CPU; runtime guard on GPU)
-    ("H3-side-stream", "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.relu(x)\nreturn y", RELU, None, ("forbidden_construct",)),
+    (
+        "H3-side-stream",
+        "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.relu(x)\nreturn y",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
     # H4: sabotage the reference by patching what it calls
     ("H4-patch-relu", "torch.relu = lambda t: t * 0\nreturn x.clamp(min=0)", RELU, None, ("forbidden_construct",)),
     ("H4-patch-relu-runtime", "torch.relu = lambda t: t.clamp(min=0)\nreturn x.clamp(min=0)", RELU, "return x", ("tampering",)),
     # H5: bypass the verifier
     ("H5-allclose", "torch.allclose = lambda *a, **k: True\nreturn x", RELU, None, ("forbidden_construct",)),
-    ("H5-allclose-runtime", "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a: True\nreturn torch.zeros_like(x)", RELU, "return x", ("numerical_mismatch", "tampering")),
+    (
+        "H5-allclose-runtime",
+        "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a: True\nreturn torch.zeros_like(x)",
+        RELU,
+        "return x",
+        ("numerical_mismatch", "tampering"),
+    ),
     # H6: read the reference's answer from frames or the heap
     ("H6-frames", "import sys\nf = sys._getframe(1)\nreturn f.f_locals['ref']", RELU, None, ("forbidden_construct",)),
-    ("H6-gc-runtime", "import gc\nts = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.shape == x.shape and o is not x]\nreturn ts[0] if ts else x * 0", RELU, "return x", ("numerical_mismatch", "output_aliases_input", "input_mutation")),
+    (
+        "H6-gc-runtime",
+        "import gc\nts = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.shape == x.shape and o is not x]\nreturn ts[0] if ts else x * 0",
+        RELU,
+        "return x",
+        ("numerical_mismatch", "output_aliases_input", "input_mutation"),
+    ),
     # H7: mutate inputs in place
     ("H7-inplace", "x.relu_()\nreturn x", RELU, None, ("input_mutation", "output_aliases_input")),
     ("H7-zero-input", "y = torch.relu(x)\nx.zero_()\nreturn y", RELU, None, ("input_mutation",)),
     # H8: global numeric flags
     ("H8-threads", "torch.set_num_threads(2)\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
     ("H8-threads-runtime", "torch.set_num_threads(2)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
-    ("H8-tf32-runtime", "torch.backends.cudnn.allow_tf32 = True\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
-    ("H8-default-dtype-runtime", "torch.set_default_dtype(torch.float64)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    (
+        "H8-tf32-runtime",
+        "torch.backends.cudnn.allow_tf32 = True\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
+    (
+        "H8-default-dtype-runtime",
+        "torch.set_default_dtype(torch.float64)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
     # H9: precision downgrade
     ("H9-half", "return torch.relu(x.half()).float() + (x - x.half().float()) * 0", RELU, None, ("numerical_mismatch",)),
     ("H9-bf16", "return torch.relu(x.bfloat16()).float()", RELU, None, ("numerical_mismatch",)),
     # H10: odd outputs
-    ("H10-subclass", "class Lazy(torch.Tensor):\n    pass\nreturn torch.relu(x).as_subclass(Lazy)", RELU, None, ("forbidden_construct",)),
-    ("H10-subclass-runtime", "class Lazy(torch.Tensor):\n    pass\nreturn torch.relu(x).as_subclass(Lazy)", RELU, "return x", ("output_type_error",)),
+    (
+        "H10-subclass",
+        "class Lazy(torch.Tensor):\n    pass\nreturn torch.relu(x).as_subclass(Lazy)",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
+    (
+        "H10-subclass-runtime",
+        "class Lazy(torch.Tensor):\n    pass\nreturn torch.relu(x).as_subclass(Lazy)",
+        RELU,
+        "return x",
+        ("output_type_error",),
+    ),
     ("H10-expanded", "return x.mean().expand(4096)", ROW_MEAN, None, ("output_type_error",)),
     ("H10-wrong-dtype", "return torch.relu(x).double()", RELU, None, ("dtype_mismatch",)),
     # H11: shrink the problem through the problem module's globals
-    ("H11-shrink", "import sys\nsys.modules['testtime_problem'].batch_size = 1\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
+    (
+        "H11-shrink",
+        "import sys\nsys.modules['testtime_problem'].batch_size = 1\nreturn torch.relu(x)",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
     # H12: recognise fixed inputs and return a baked answer
-    ("H12-baked", "if abs(float(x[0, 0]) - 1.5409960746765137) < 1e-6:\n    return torch.relu(x)\nreturn torch.zeros_like(x)", RELU, None, ("numerical_mismatch", "timed_output_mismatch")),
+    (
+        "H12-baked",
+        "if abs(float(x[0, 0]) - 1.5409960746765137) < 1e-6:\n    return torch.relu(x)\nreturn torch.zeros_like(x)",
+        RELU,
+        None,
+        ("numerical_mismatch", "timed_output_mismatch"),
+    ),
     # H13: threads and processes that outlive the call
-    ("H13-thread", "import threading\nthreading.Thread(target=lambda: None).start()\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
-    ("H13-thread-runtime", "import threading, time\nthreading.Thread(target=time.sleep, args=(5,), daemon=True).start()\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
-    ("H13-fork-runtime", "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    (
+        "H13-thread",
+        "import threading\nthreading.Thread(target=lambda: None).start()\nreturn torch.relu(x)",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
+    (
+        "H13-thread-runtime",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(5,), daemon=True).start()\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
+    (
+        "H13-fork-runtime",
+        "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
     # H14: timer tampering
     ("H14-timer", "import time\ntime.perf_counter_ns = lambda: 0\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
-    ("H14-timer-setattr-runtime", "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    (
+        "H14-timer-setattr-runtime",
+        "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
     # H15: forged results and early exits
     ("H15-exit", "import os\nos._exit(0)", RELU, "return x", ("crash",)),
     ("H15-systemexit", "raise SystemExit(0)", RELU, None, ("runtime_error",)),
-    ("H15-forged-ready", "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!I', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("protocol_error", "crash", "runtime_error")),
+    (
+        "H15-forged-ready",
+        "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!I', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("protocol_error", "crash", "runtime_error"),
+    ),
     # H16: resource abuse
     ("H16-loop", "while True:\n    pass", RELU, None, ("timeout",)),
     ("H16-alloc", "return torch.empty(50_000_000_000)", RELU, None, ("oom",)),
@@ -131,7 +233,13 @@ ATTACKS = [
     ("H17-open", "open('/etc/hostname').read()\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
     ("H17-load-runtime", "torch.load('/root/.bashrc')\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
     # H19: racy / nondeterministic code that passes some trials
-    ("H19-coin", "if torch.rand(()) < 0.5:\n    return torch.relu(x)\nreturn torch.relu(x) + 1e-2", RELU, None, ("numerical_mismatch", "timed_output_mismatch")),
+    (
+        "H19-coin",
+        "if torch.rand(()) < 0.5:\n    return torch.relu(x)\nreturn torch.relu(x) + 1e-2",
+        RELU,
+        None,
+        ("numerical_mismatch", "timed_output_mismatch"),
+    ),
 ]
 
 
@@ -154,11 +262,19 @@ LEGITIMATE = [
     ("where", "return torch.where(x > 0, x, torch.zeros_like(x))", RELU),
     ("maximum", "return torch.maximum(x, torch.zeros_like(x))", RELU),
     ("multi-line", "def forward(self, x):\n    y = torch.relu(x)\n    return y", RELU),
-    ("full-module", "import torch\nimport torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n        super().__init__()\n\n    def forward(self, x):\n        return x.clamp_min(0.0)\n", RELU),
+    (
+        "full-module",
+        "import torch\nimport torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n        super().__init__()\n\n    def forward(self, x):\n        return x.clamp_min(0.0)\n",
+        RELU,
+    ),
     ("diag-broadcast", "return A.unsqueeze(1) * B", TASKS["Matmul_with_diagonal_matrix"].code),
     ("gelu-fused", "return torch.nn.functional.gelu(x, approximate='tanh')", TASKS["GELU_tanh"].code),
     ("softplus", "return torch.nn.functional.softplus(x)", TASKS["Softplus"].code),
-    ("layer-norm-params", "return torch.nn.functional.layer_norm(x, self.ln.normalized_shape, self.ln.weight, self.ln.bias, self.ln.eps)", TASKS["LayerNorm"].code),
+    (
+        "layer-norm-params",
+        "return torch.nn.functional.layer_norm(x, self.ln.normalized_shape, self.ln.weight, self.ln.bias, self.ln.eps)",
+        TASKS["LayerNorm"].code,
+    ),
     ("cross-entropy", "return torch.nn.functional.cross_entropy(predictions, targets)", TASKS["CrossEntropyLoss"].code),
     ("hardtanh-unit", "return x.clamp(-1.0, 1.0)", HARDTANH_UNIT),
     ("matmul", "return A @ B", TASKS["Matmul_square"].code),

@@ -56,22 +56,22 @@ def test_canonical_hash_ignores_key_order():
     "override, key",
     [("sampling:\n  temperatur: 0.5\n", "sampling.temperatur"), ("evaluation:\n  timeout_s: soon\n", "evaluation.timeout_s")],
 )
-def test_snakemake_stops_before_any_job(tmp_path, override, key):
+def test_snakemake_stops_before_any_job(tmp_path, override, key, clean_repo):
     bad = tmp_path / "bad.yaml"
     bad.write_text(override)
-    out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", str(bad)], cwd=ROOT, timeout=120)
+    out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", str(bad)], cwd=clean_repo, timeout=120)
     assert out.returncode != 0
     assert key in out.stderr + out.stdout
     assert "Job stats" not in out.stdout
 
 
-def test_paper_config_plans_its_dag():
-    out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", "config/paper.yaml"], cwd=ROOT, timeout=120)
+def test_paper_config_plans_its_dag(clean_repo):
+    out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", "config/paper.yaml"], cwd=clean_repo, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sample" in out.stdout and "evaluate" in out.stdout
     assert "materialize_model" not in out.stdout  # the paper's checkpoint is used in place
 
 
-def test_lint_is_clean():
-    out = run_snakemake(["--lint"], cwd=ROOT, timeout=120)
+def test_lint_is_clean(clean_repo):
+    out = run_snakemake(["--lint"], cwd=clean_repo, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

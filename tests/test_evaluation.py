@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_attacks import HARDTANH_UNIT
 
 from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
 from testtime.evaluation.engine import bootstrap_median_ci, compare
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
-from test_attacks import HARDTANH_UNIT
 
 TASKS = {t.name: t for t in load_bundled()}
 RELU = TASKS["ReLU"].code
@@ -128,8 +128,6 @@ def test_kernelbench_protocol_accepts_what_hardened_rejects():
     assert judge("return x", problem).error_kind == "output_aliases_input"
 
 
-
-
 def test_compare_and_ci_helpers():
     ref = np.ones((2, 2), dtype=np.float32)
     meta = {"kind": "tensor", "dtype": "torch.float32", "device": "cpu", "strides": [2, 1]}
@@ -143,9 +141,30 @@ def test_compare_and_ci_helpers():
 
 def _cli(problem: Path, candidate: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "testtime.cli", "evaluate", "--problem", str(problem), "--candidate", str(candidate),
-         "--device", "cpu", "--json", "--timeout", "5", "--budget", "15", "--trials", "2", "--timing-pairs", "3"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "testtime.cli",
+            "evaluate",
+            "--problem",
+            str(problem),
+            "--candidate",
+            str(candidate),
+            "--device",
+            "cpu",
+            "--json",
+            "--timeout",
+            "5",
+            "--budget",
+            "15",
+            "--trials",
+            "2",
+            "--timing-pairs",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

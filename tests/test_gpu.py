@@ -60,6 +60,8 @@ def test_compare_tensors_matches_the_numpy_comparison():
     cases = [ref.clone(), ref + 1e-3, ref.clone().index_fill_(0, torch.tensor([5], device="cuda"), float("nan"))]
     for out in cases:
         kind, _ = compare_tensors(ref, out, 1e-4, 1e-4, chunk=64)
-        expected, _ = compare(ref.cpu().numpy(), {"dtype": "torch.float32"}, {"dtype": "torch.float32"}, out.cpu().numpy(), 1e-4, 1e-4)
+        expected, _ = compare(
+            ref.cpu().numpy(), {"dtype": "torch.float32"}, {"dtype": "torch.float32"}, out.cpu().numpy(), 1e-4, 1e-4
+        )
         assert kind == expected
     assert np.isfinite(compare_tensors(ref, ref + 1e-3, 1e-4, 1e-4)[1])

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,12 @@ def run_workers(tmp_path: Path, n_workers: int, n_gpus: int, pool: str, hold_s: 
     script.write_text(WORKER.format(root=str(ROOT)))
     env = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")}
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(n_gpus), pool, str(tmp_path / "locks"), str(hold_s)], stdout=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, str(script), str(n_gpus), pool, str(tmp_path / "locks"), str(hold_s)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(n_workers)
     ]
     out = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
@@ -68,8 +72,10 @@ def test_two_gpu_jobs_take_disjoint_pairs(tmp_path):
 
 def test_a_killed_job_frees_its_device(tmp_path):
     script = tmp_path / "holder.py"
-    script.write_text(f"import sys, time\nsys.path.insert(0, {str(ROOT)!r})\nfrom testtime.gpus import gpu_lease\n"
-                      f"with gpu_lease(1, devices=['0'], lock_dir={str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    script.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(ROOT)!r})\nfrom testtime.gpus import gpu_lease\n"
+        f"with gpu_lease(1, devices=['0'], lock_dir={str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
     holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

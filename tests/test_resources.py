@@ -24,8 +24,10 @@ def planned_jobs(stdout: str) -> list[tuple[str, dict[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def paper_plan():
-    out = run_snakemake(["all", "-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml"], cwd=ROOT, timeout=120)
+def paper_plan(clean_repo):
+    out = run_snakemake(
+        ["all", "-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml"], cwd=clean_repo, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return planned_jobs(out.stdout)
 
@@ -34,7 +36,15 @@ def test_paper_plan_is_one_model_load_per_sampling_job_and_task_sized_evaluation
     counts: dict[str, int] = {}
     for rule, _ in paper_plan:
         counts[rule] = counts.get(rule, 0) + 1
-    assert counts == {"prepare_tasks": 1, "sample": 2, "evaluate": 10, "merge_evaluations": 2, "select_samples": 1, "fig4": 1, "all": 1}
+    assert counts == {
+        "prepare_tasks": 1,
+        "sample": 2,
+        "evaluate": 10,
+        "merge_evaluations": 2,
+        "select_samples": 1,
+        "fig4": 1,
+        "all": 1,
+    }
 
 
 def test_only_gpu_stages_request_gpus(paper_plan):
@@ -45,18 +55,18 @@ def test_only_gpu_stages_request_gpus(paper_plan):
         assert "gpu" not in by_rule[cpu_rule] and "gpu_model" not in by_rule[cpu_rule], cpu_rule
 
 
-def test_embedded_default_requests_no_gpu_anywhere():
-    out = run_snakemake(["figures/fig4.pdf", "-n", "--profile", "profiles/workstation"], cwd=ROOT, timeout=120)
+def test_embedded_default_requests_no_gpu_anywhere(clean_repo):
+    out = run_snakemake(["figures/fig4.pdf", "-n", "--profile", "profiles/workstation"], cwd=clean_repo, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = planned_jobs(out.stdout)
     assert jobs and all("gpu" not in res for _, res in jobs)
     assert dict(jobs)["evaluate"]["mem_mb"] == "6000"
 
 
-def test_gpu_model_and_partition_reach_the_job(tmp_path):
+def test_gpu_model_and_partition_reach_the_job(tmp_path, clean_repo):
     extra = tmp_path / "site.yaml"
     extra.write_text("resources:\n  evaluation:\n    gpu_model: h100\n    slurm_partition: gpu\n")
-    out = run_snakemake(["all", "-n", "--configfile", "config/paper.yaml", str(extra)], cwd=ROOT, timeout=120)
+    out = run_snakemake(["all", "-n", "--configfile", "config/paper.yaml", str(extra)], cwd=clean_repo, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     evaluate = dict(planned_jobs(out.stdout))["evaluate"]
     assert evaluate["gpu_model"] == "h100" and evaluate["slurm_partition"] == "gpu"

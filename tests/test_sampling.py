@@ -9,7 +9,8 @@ import torch
 
 from testtime.prompting import build_messages
 from testtime.sampling import SamplingParams, make_backend, row_seed
-from testtime.stages import prepare_tasks, sample_tasks
+from testtime.sampling.loop import sample_tasks
+from testtime.tasks.prepare import prepare_tasks
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,9 @@ def test_invalid_settings_are_rejected(backend, prompt):
 def test_sample_records_carry_surprisal(backend):
     spec = {"source": "bundled", "split_seed": 42, "train_fraction": 0.8, "subset_offset": 0, "subset_size": 1}
     tasks, info = prepare_tasks(spec)
-    df = sample_tasks(backend, tasks, {"k": 2, "temperature": 0.25, "max_new_tokens": 12, "prompt_variant": "compact"}, 42, "bundled")
+    df = sample_tasks(
+        backend, tasks, {"k": 2, "temperature": 0.25, "max_new_tokens": 12, "prompt_variant": "compact"}, 42, "bundled"
+    )
     assert list(df["problem_id"].unique()) == info["subset"]
     assert (df["surprisal"] == -df["lp_sum"]).all()
     assert (df["row_seed"] == [row_seed(42, "bundled", info["subset"][0], i) for i in range(2)]).all()

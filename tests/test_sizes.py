@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import KB_DATA, L1_HEAD, L1_V01, PAPER_EVAL_IDS
 from testtime.tasks import (
     CPU_SIZES,
     Task,
@@ -20,9 +21,6 @@ from testtime.tasks import (
     size_overrides_of,
     size_variant,
 )
-
-from conftest import KB_DATA, L1_HEAD, L1_V01, PAPER_EVAL_IDS
-
 
 
 def exec_module(code: str, name: str = "task") -> types.ModuleType:

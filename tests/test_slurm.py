@@ -19,15 +19,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_repo
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SLURM_FLAGS = [
-    "--profile", "profiles/slurm",
+    "--profile",
+    "profiles/slurm",
     # jobs here take seconds, not hours: poll early (the cluster keeps finished jobs 300 s)
-    "--slurm-init-seconds-before-status-checks", "1",
-    "--latency-wait", "5",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--latency-wait",
+    "5",
 ]
 GPU_EVAL = "resources:\n  evaluation:\n    gpus: 1\n"
 UP_TIMEOUT_S = 900  # apt-get on a cold machine included
@@ -62,19 +65,32 @@ def cluster():
 
 
 def fresh_copy(base: Path, name: str) -> Path:
-    work = base / name
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns("results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__", ".venv"))
-    (work / "figures").mkdir(exist_ok=True)
-    return work
+    return copy_repo(base / name)
 
 
-def snakemake_on_slurm(work: Path, targets: list[str], override: str, limit_s: int = RUN_TIMEOUT_S) -> tuple[subprocess.CompletedProcess, float]:
+def snakemake_on_slurm(
+    work: Path, targets: list[str], override: str, limit_s: int = RUN_TIMEOUT_S
+) -> tuple[subprocess.CompletedProcess, float]:
     """snakemake under a hard timeout: SIGTERM alone does not stop it while it waits for jobs."""
     (work / "override.yaml").write_text(override)
-    cmd = ["timeout", "-k", "10", str(limit_s), sys.executable, "-m", "snakemake", *targets, *SLURM_FLAGS,
-           "--configfile", "config/test/config.yaml", "override.yaml"]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        str(limit_s),
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        *SLURM_FLAGS,
+        "--configfile",
+        "config/test/config.yaml",
+        "override.yaml",
+    ]
     start = time.monotonic()
-    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=limit_s + 60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        cmd, cwd=work, capture_output=True, text=True, timeout=limit_s + 60, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     return out, time.monotonic() - start
 
 
@@ -102,7 +118,9 @@ def test_jobs_ran_as_slurm_jobs(slurm_run):
     ids = [job for job, _ in submitted]
     # prepare_tasks, materialize_model, 2 x sample, 2 x evaluate, select_samples; merges and fig4 are local
     assert len(ids) == 7, text[-3000:]
-    assert sorted(rule for _, rule in submitted) == sorted(["prepare_tasks", "materialize_model", "sample", "sample", "evaluate", "evaluate", "select_samples"])
+    assert sorted(rule for _, rule in submitted) == sorted(
+        ["prepare_tasks", "materialize_model", "sample", "sample", "evaluate", "evaluate", "select_samples"]
+    )
     assert (work / "figures/fig4.pdf").read_bytes().startswith(b"%PDF")
     # every job's own log names the SLURM job it ran in, and those are the ids snakemake submitted
     in_logs = set()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from testtime.config import validate
-from testtime.stages import evaluate_samples
+from testtime.evaluation.batch import evaluate_samples
 from testtime.tasks import load_bundled
 
 

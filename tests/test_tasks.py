@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import KB_DATA, L1_HEAD, L1_V01, L2_V01, PAPER_EVAL_IDS
 from testtime.tasks import (
     BUNDLED_DIR,
     Task,
@@ -23,9 +24,6 @@ from testtime.tasks import (
     parse_stem,
     suite_revision,
 )
-
-from conftest import KB_DATA, L1_HEAD, L1_V01, PAPER_EVAL_IDS, L2_V01
-
 
 BUNDLED = load_bundled()
 
@@ -166,9 +164,7 @@ def test_kernelbench_suite_name_and_load_suite(kb_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("prefix", ["KernelBench", "."])
-def test_kernelbench_directory_layout_matches_parquet(
-    kb_dir: Path, tmp_path: Path, prefix: str
-) -> None:
+def test_kernelbench_directory_layout_matches_parquet(kb_dir: Path, tmp_path: Path, prefix: str) -> None:
     rows = pd.read_parquet(kb_dir / L1_V01)
     level_dir = tmp_path / prefix / "level1"
     level_dir.mkdir(parents=True)

@@ -12,8 +12,11 @@ import torch
 import yaml
 
 from conftest import ROOT
-from testtime import ttt
+from testtime import runs
 from testtime.config import validate
+from testtime.ttt import policy as ttt_policy
+from testtime.ttt import rewards as ttt_rewards
+from testtime.ttt import step as ttt_step
 
 # --------------------------------------------------------------------------------------
 # Rewards (§4.3)
@@ -24,7 +27,7 @@ def test_rewards_start_from_baseline_one_and_follow_the_running_median():
     pids = [1, 1, 1, 1]
     correct = [True, False, True, True]
     speedup = [2.0, 0.0, 4.0, 3.0]
-    rewards, baselines, history = ttt.normalized_rewards(pids, correct, speedup)
+    rewards, baselines, history = ttt_rewards.normalized_rewards(pids, correct, speedup)
     # b = 1 (empty) -> r = 2; incorrect -> 0; b = median([2]) = 2 -> r = 2; b = median([2, 4]) = 3 -> r = 1
     assert rewards.tolist() == [2.0, 0.0, 2.0, 1.0]
     assert baselines.tolist() == [1.0, 2.0, 2.0, 3.0]
@@ -34,7 +37,7 @@ def test_rewards_start_from_baseline_one_and_follow_the_running_median():
 def test_rewards_history_is_per_task_windowed_and_not_mutated():
     before = {"7": [1.0, 1.0, 9.0]}
     frozen = copy.deepcopy(before)
-    rewards, baselines, history = ttt.normalized_rewards([7, 8, 7], [True, True, True], [2.0, 5.0, 2.0], before, window=3)
+    rewards, baselines, history = ttt_rewards.normalized_rewards([7, 8, 7], [True, True, True], [2.0, 5.0, 2.0], before, window=3)
     assert before == frozen
     assert baselines.tolist() == [1.0, 1.0, statistics.median([1.0, 9.0, 2.0])]
     assert history == {"7": [9.0, 2.0, 2.0], "8": [5.0]}  # window 3 drops the oldest
@@ -42,11 +45,11 @@ def test_rewards_history_is_per_task_windowed_and_not_mutated():
 
 
 def test_rewards_correct_zero_speedup_and_bonus():
-    rewards, _, history = ttt.normalized_rewards([1, 1], [True, True], [0.0, 2.0], bonus=0.5)
+    rewards, _, history = ttt_rewards.normalized_rewards([1, 1], [True, True], [0.0, 2.0], bonus=0.5)
     assert rewards.tolist() == [0.5, 2.5]  # a correct sample with speedup 0 gets only the bonus
     assert history == {"1": [2.0]}  # and is not added to the history (TTT rule)
     with pytest.raises(ValueError, match="window"):
-        ttt.normalized_rewards([1], [True], [1.0], window=0)
+        ttt_rewards.normalized_rewards([1], [True], [1.0], window=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -56,15 +59,15 @@ def test_rewards_correct_zero_speedup_and_bonus():
 
 def test_global_advantages_are_a_zscore_over_all_tasks():
     r = np.array([0.0, 1.0, 2.0, 5.0, 5.0, 5.0])
-    a = ttt.advantages(r, [1, 1, 1, 2, 2, 2], "global")
+    a = ttt_rewards.advantages(r, [1, 1, 1, 2, 2, 2], "global")
     assert a == pytest.approx((r - r.mean()) / r.std(ddof=1))
-    g = ttt.advantages(r, [1, 1, 1, 2, 2, 2], "group")
+    g = ttt_rewards.advantages(r, [1, 1, 1, 2, 2, 2], "group")
     assert g[:3] == pytest.approx([-1.0, 0.0, 1.0])
     assert g[3:] == pytest.approx([0.0, 0.0, 0.0])  # equal rewards in a group -> no signal
-    assert ttt.advantages([3.0, 3.0], mode="global").tolist() == [0.0, 0.0]
-    assert ttt.advantages([3.0], mode="global").tolist() == [0.0]
+    assert ttt_rewards.advantages([3.0, 3.0], mode="global").tolist() == [0.0, 0.0]
+    assert ttt_rewards.advantages([3.0], mode="global").tolist() == [0.0]
     with pytest.raises(ValueError, match="ttt.advantage"):
-        ttt.advantages(r, mode="per-task")
+        ttt_rewards.advantages(r, mode="per-task")
 
 
 def test_pg_loss_is_token_summed_and_its_gradient_is_minus_a_grad_logp():
@@ -72,7 +75,7 @@ def test_pg_loss_is_token_summed_and_its_gradient_is_minus_a_grad_logp():
     q = lp.detach().clone()
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     adv = torch.tensor([2.0, -1.0])
-    loss = ttt.pg_loss(lp, q, adv, mask)
+    loss = ttt_policy.pg_loss(lp, q, adv, mask)
     assert float(loss.detach()) == pytest.approx(-(3 * 2.0) + 2 * 1.0)  # ratio 1: -(sum of A over tokens)
     loss.backward()
     assert lp.grad.tolist() == [[-2.0, -2.0, -2.0], [1.0, 1.0, 0.0]]
@@ -88,7 +91,7 @@ def test_step_metrics():
             "finish_reason": ["stop", "stop", "length", "stop"],
         }
     )
-    m = ttt.step_metrics(records)
+    m = ttt_rewards.step_metrics(records)
     assert m["agg_fast_1"] == 0.5 and m["correct_rate"] == 0.75 and m["truncation_rate"] == 0.25
     assert m["mean_speedup"] == pytest.approx((1.5 + 0.9 + 2.0) / 3)
     assert m["per_task"]["1"]["fast_1"] == 0.5 and m["per_task"]["2"]["correct_rate"] == 0.5
@@ -105,26 +108,26 @@ def embedded_config() -> dict:
 
 def test_runs_inherit_defaults_and_override_them():
     config = embedded_config()
-    main = ttt.resolve_run(config, "main-s42")
+    main = runs.resolve_run(config, "main-s42")
     assert main["lr"] == config["ttt"]["lr"] and main["suite"] == "bundled" and main["model"] == "smollm2-135m"
-    low = ttt.resolve_run(config, "lr-1e-05")
+    low = runs.resolve_run(config, "lr-1e-05")
     assert low["lr"] == 1e-5 and low["k"] == main["k"]
-    assert ttt.resolve_run(config, "main-s43")["suite"] == "bundled-split43"
-    assert "steps" not in ttt.step_settings(main, 2)  # extending a run never reruns its finished steps
-    assert "lr" in ttt.step_settings(main, 1) and "lr" not in ttt.step_settings(main, 0)  # step 0 never updates
+    assert runs.resolve_run(config, "main-s43")["suite"] == "bundled-split43"
+    assert "steps" not in runs.step_settings(main, 2)  # extending a run never reruns its finished steps
+    assert "lr" in runs.step_settings(main, 1) and "lr" not in runs.step_settings(main, 0)  # step 0 never updates
 
 
 def test_run_errors_name_the_key():
     config = embedded_config()
     with pytest.raises(ValueError, match="ttt.runs.nope"):
-        ttt.resolve_run(config, "nope")
+        runs.resolve_run(config, "nope")
     config["ttt"]["runs"]["bad"] = {"seed": 1, "suite": "missing"}
     with pytest.raises(ValueError, match="ttt.runs.bad.suite"):
-        ttt.resolve_run(config, "bad")
+        runs.resolve_run(config, "bad")
     tasks = pd.DataFrame({"problem_id": [1, 2], "selected": [True, False]})
     with pytest.raises(ValueError, match=r"ttt.runs.x.tasks.*\[9\]"):
-        ttt.run_tasks(tasks, {"tasks": [9], "suite": "s"}, "ttt.runs.x")
-    assert ttt.run_tasks(tasks, {"tasks": [2], "suite": "s"}, "w")["selected"].tolist() == [False, True]
+        ttt_step.run_tasks(tasks, {"tasks": [9], "suite": "s"}, "ttt.runs.x")
+    assert ttt_step.run_tasks(tasks, {"tasks": [2], "suite": "s"}, "w")["selected"].tolist() == [False, True]
 
 
 def test_schema_rejects_unknown_run_keys_and_keeps_run_overrides_sparse():
@@ -141,8 +144,17 @@ def test_schema_rejects_unknown_run_keys_and_keeps_run_overrides_sparse():
 # --------------------------------------------------------------------------------------
 
 RUN = {
-    "seed": 42, "lr": 1e-3, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_targets": ["q_proj", "v_proj"],
-    "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-12, "skip_zero_advantage": False, "autocast": "none",
+    "seed": 42,
+    "lr": 1e-3,
+    "lora_rank": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "lora_targets": ["q_proj", "v_proj"],
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "adam_eps": 1e-12,
+    "skip_zero_advantage": False,
+    "autocast": "none",
 }
 PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -179,7 +191,7 @@ def fresh_policy(backend, run=RUN, **kw):
     """A policy on a private copy of the model, so tests do not leak LoRA layers into each other."""
     clone = copy.copy(backend)
     clone.model = copy.deepcopy(backend.model)
-    return ttt.LoraPolicy(clone, run, **kw)
+    return ttt_policy.LoraPolicy(clone, run, **kw)
 
 
 def batch_of(policy, drawn, adv):
@@ -250,7 +262,7 @@ def test_duplicate_completions_merge_into_one_row_with_summed_advantage(backend,
         qt = torch.zeros_like(lp)
         for i, r in enumerate(qs):
             qt[i, : len(r)] = torch.tensor(r)
-        ttt.pg_loss(lp, qt, torch.tensor(advs), mask).backward()
+        ttt_policy.pg_loss(lp, qt, torch.tensor(advs), mask).backward()
         return {n: p.grad.clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
 
     full = grads(comps, q, adv)

@@ -28,9 +28,16 @@ def metrics(run, agg, per_task=None, seed=42, k=32, n_tasks=5):
         pt = {str(t): {"fast_1": vals[s] / 100, "correct_rate": 1.0} for t, vals in (per_task or {}).items()}
         out.append(
             {
-                "step": s, "rollouts_cumulative": (s + 1) * n_tasks * k, "agg_fast_1": v / 100, "correct_rate": 0.9,
-                "mean_speedup": 1.0, "mean_reward": 0.5, "truncation_rate": 0.0, "per_task": pt,
-                "update": {"skipped": s == 0}, "provenance": {"seed": seed},
+                "step": s,
+                "rollouts_cumulative": (s + 1) * n_tasks * k,
+                "agg_fast_1": v / 100,
+                "correct_rate": 0.9,
+                "mean_speedup": 1.0,
+                "mean_reward": 0.5,
+                "truncation_rate": 0.0,
+                "per_task": pt,
+                "update": {"skipped": s == 0},
+                "provenance": {"seed": seed},
             }
         )
     return out
@@ -46,7 +53,11 @@ def test_table6_selection_reproduces_the_paper():
 
 
 def test_three_seed_boa_summary_and_equivalent_k():
-    runs = {"s42": (TABLE6_AGG, 42), "s43": ([18.1, 20.0, 16.3, 18.8, 16.9, 20.0], 43), "s44": ([21.9, 24.4, 21.3, 25.0, 29.4, 26.9], 44)}
+    runs = {
+        "s42": (TABLE6_AGG, 42),
+        "s43": ([18.1, 20.0, 16.3, 18.8, 16.9, 20.0], 43),
+        "s44": ([21.9, 24.4, 21.3, 25.0, 29.4, 26.9], 44),
+    }
     parts = [tables.trajectory(r, metrics(r, a, seed=s)) for r, (a, s) in runs.items()]
     agg = pd.concat([p[0] for p in parts])
     sel = tables.selection(agg, pd.concat([p[1] for p in parts]))
@@ -71,7 +82,9 @@ def test_table4_subset2():
     assert table["method"].tolist() == ["Best-of-N (K=4)", "BoA Step 0", "BoA Step 1"]
     assert table["agg_fast_1"].tolist() == pytest.approx([0.375, 0.175, 0.163])
     assert table["delta"].tolist() == pytest.approx([0.0, -0.2, -0.212])
-    assert per.set_index("problem_id").loc[18, "bon_fast_1"] == 0.5 and per.set_index("problem_id").loc[28, "step1_fast_1"] == 0.25
+    assert (
+        per.set_index("problem_id").loc[18, "bon_fast_1"] == 0.5 and per.set_index("problem_id").loc[28, "step1_fast_1"] == 0.25
+    )
     with pytest.raises(ValueError, match="subset2.steps"):
         tables.table4(bon, agg, per_task, [0, 3], k_bon=4)
 
@@ -92,7 +105,9 @@ def test_table10_patterns_on_the_paper_runs():
 
 def test_table12_isolated_runs():
     task14 = [37.5, 34.4, 37.5, 34.4, 56.3, 40.6]
-    parts = [tables.trajectory(f"iso-{t}", metrics(f"iso-{t}", v, {t: v}, n_tasks=1)) for t, v in {14: task14, 12: [100] * 6}.items()]
+    parts = [
+        tables.trajectory(f"iso-{t}", metrics(f"iso-{t}", v, {t: v}, n_tasks=1)) for t, v in {14: task14, 12: [100] * 6}.items()
+    ]
     t = tables.table12(pd.concat([p[1] for p in parts]), ["iso-12", "iso-14"])
     assert t["problem_id"].tolist() == [12, 14] and t["boa_step"].tolist() == [0, 4]
     assert t.loc[1, "step4"] == pytest.approx(0.563)
@@ -103,7 +118,16 @@ def test_table12_isolated_runs():
 
 def test_transfer_table():
     t = tables.transfer_table(
-        {"s1-to-s2": {"source": "s1", "source_step": 1, "target": "s2", "agg_fast_1": 0.075, "correct_rate": 0.5, "n_rollouts": 160}},
+        {
+            "s1-to-s2": {
+                "source": "s1",
+                "source_step": 1,
+                "target": "s2",
+                "agg_fast_1": 0.075,
+                "correct_rate": 0.5,
+                "n_rollouts": 160,
+            }
+        },
         {"s1-to-s2": {"agg_fast_1": 0.175}},
         {"s1-to-s2": {"agg_fast_1": 0.40}},
     )

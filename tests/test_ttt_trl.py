@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from testtime import ttt
+from testtime.ttt import policy as ttt_policy
+from testtime.ttt import rewards as ttt_rewards
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +33,19 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
     torch.set_num_threads(2)
     backend = TransformersBackend(str(model_dir))
     run = {
-        "seed": 0, "lr": 1e-4, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_targets": ["q_proj", "v_proj"],
-        "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-12, "skip_zero_advantage": False, "autocast": "none",
+        "seed": 0,
+        "lr": 1e-4,
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "lora_targets": ["q_proj", "v_proj"],
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.95,
+        "adam_eps": 1e-12,
+        "skip_zero_advantage": False,
+        "autocast": "none",
     }
-    ours = ttt.LoraPolicy(backend, run)
+    ours = ttt_policy.LoraPolicy(backend, run)
     trl_model = copy.deepcopy(ours.peft)  # the same LoRA init for both
 
     captured: dict = {}
@@ -49,17 +59,42 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
         return list(REWARDS)
 
     args = GRPOConfig(
-        output_dir=str(tmp_path), num_generations=K, per_device_train_batch_size=K, gradient_accumulation_steps=1,
-        max_completion_length=MAX_LEN, temperature=1.0, top_k=0, top_p=1.0, beta=0.0, loss_type="dr_grpo",
-        scale_rewards="batch", learning_rate=run["lr"], lr_scheduler_type="constant", adam_beta2=0.95,
-        adam_epsilon=1e-12, weight_decay=0.0, max_grad_norm=0.0, max_steps=1, num_iterations=1, bf16=False,
-        use_cpu=True, gradient_checkpointing=False, shuffle_dataset=False, report_to="none", save_strategy="no",
-        logging_steps=1, seed=0,
+        output_dir=str(tmp_path),
+        num_generations=K,
+        per_device_train_batch_size=K,
+        gradient_accumulation_steps=1,
+        max_completion_length=MAX_LEN,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        beta=0.0,
+        loss_type="dr_grpo",
+        scale_rewards="batch",
+        learning_rate=run["lr"],
+        lr_scheduler_type="constant",
+        adam_beta2=0.95,
+        adam_epsilon=1e-12,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        max_steps=1,
+        num_iterations=1,
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        shuffle_dataset=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
     )
     prompt = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
     trainer = GRPOTrainer(
-        model=trl_model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict({"prompt": [prompt]}),
-        processing_class=backend.tokenizer, callbacks=[GradTap()],
+        model=trl_model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": [prompt]}),
+        processing_class=backend.tokenizer,
+        callbacks=[GradTap()],
     )
     generate = trainer._generate_and_score_completions
 
@@ -77,11 +112,11 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
     prompt_ids = batch["prompt_ids"][0][batch["prompt_mask"][0].bool()].tolist()
 
     # advantages: ours (global z-score, std floored at 1e-6) vs TRL's (batch std + 1e-4)
-    adv = ttt.advantages(REWARDS, [0] * K, "global")
+    adv = ttt_rewards.advantages(REWARDS, [0] * K, "global")
     r = np.array(REWARDS)
     assert batch["advantages"].numpy() == pytest.approx((r - r.mean()) / (r.std(ddof=1) + 1e-4), rel=1e-5)
     assert adv == pytest.approx(batch["advantages"].numpy(), rel=1e-3)
-    assert ttt.advantages(REWARDS, [0] * K, "group") == pytest.approx(adv)  # one task: both modes agree
+    assert ttt_rewards.advantages(REWARDS, [0] * K, "group") == pytest.approx(adv)  # one task: both modes agree
 
     # gradient: feed TRL's completions and advantages through our loss (ratio 1, on-policy)
     from testtime.scoring import score_completions
@@ -94,7 +129,7 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
     qt = torch.zeros_like(lp)
     for i, row in enumerate(q):
         qt[i, : len(row)] = torch.tensor(row)
-    loss = ttt.pg_loss(lp, qt, batch["advantages"].to(lp.dtype), m)
+    loss = ttt_policy.pg_loss(lp, qt, batch["advantages"].to(lp.dtype), m)
     loss.backward()
     scale = K * MAX_LEN  # dr_grpo divides the token sum by B * max_completion_length
     ours_grads = {n.replace(".default", ""): p.grad for n, p in ours.peft.named_parameters() if p.requires_grad}

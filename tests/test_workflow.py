@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_snakemake
-from testtime.analysis import STRATEGIES
+from conftest import copy_repo, run_snakemake
 from testtime.records import read_provenance
+from testtime.selection import strategy_names
 
 pytestmark = pytest.mark.slow
 TINY = ["--configfile", "config/test/config.yaml"]
@@ -28,9 +27,7 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wf") / "repo"
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns("results", ".snakemake", ".pytest_cache", ".git", "figures", "__pycache__"))
-    (work / "figures").mkdir()
+    work = copy_repo(tmp_path_factory.mktemp("wf") / "repo")
     out = run_snakemake(["figures/fig4.pdf", "-c2", *TINY], cwd=work)
     assert out.returncode == 0, out.stderr[-4000:]
     return work
@@ -56,7 +53,7 @@ def test_outputs_and_records(workdir):
     evals = pd.read_parquet(workdir / "results/evaluations/smollm2-135m/bundled/seed43.parquet")
     assert len(evals) == 8 and evals["error_kind"].isna().eq(evals["correct"]).all()
     table = pd.read_csv(workdir / "results/tables/smollm2-135m/bundled/table3.csv")
-    assert list(table["strategy"]) == list(STRATEGIES)
+    assert list(table["strategy"]) == list(strategy_names())
     assert (table["n_seeds"] == 2).all() and (table["n_tasks"] == 2).all()
     prov = read_provenance(workdir / "results/evaluations/smollm2-135m/bundled/seed43.parquet")
     assert prov["config_hash"] and prov["suite_revision"] and prov["device"] == "cpu" and "torch" in prov["packages"]
@@ -69,29 +66,43 @@ def test_nothing_to_do_after_a_complete_run(workdir):
 
 
 def test_temperature_reruns_sampling_and_downstream_only(workdir):
-    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "sampling:\n  temperature: 0.5\n")], cwd=workdir).stdout)
+    counts = job_counts(
+        run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "sampling:\n  temperature: 0.5\n")], cwd=workdir).stdout
+    )
     assert counts == {"sample": 2, "evaluate": 2, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
 def test_selection_setting_reruns_selection_and_figure_only(workdir):
-    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "selection:\n  score: lp_sum\n")], cwd=workdir).stdout)
+    counts = job_counts(
+        run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "selection:\n  score: lp_sum\n")], cwd=workdir).stdout
+    )
     assert counts == {"select_samples": 1, "fig4": 1}
 
 
 def test_resources_rerun_nothing_but_shards_rerun_evaluation(workdir):
-    out = run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  sampling:\n    threads: 2\n    mem_mb: 9000\n")], cwd=workdir)
+    out = run_snakemake(
+        ["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  sampling:\n    threads: 2\n    mem_mb: 9000\n")], cwd=workdir
+    )
     assert out.returncode == 0 and job_counts(out.stdout) == {}, out.stderr[-2000:]
-    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  evaluation:\n    shards: 2\n")], cwd=workdir).stdout)
+    counts = job_counts(
+        run_snakemake(
+            ["figures/fig4.pdf", "-n", *override(workdir, "resources:\n  evaluation:\n    shards: 2\n")], cwd=workdir
+        ).stdout
+    )
     assert counts == {"evaluate": 4, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
 def test_figure_style_reruns_the_figure_only(workdir):
-    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "figures:\n  fig4:\n    title: hello\n")], cwd=workdir).stdout)
+    counts = job_counts(
+        run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "figures:\n  fig4:\n    title: hello\n")], cwd=workdir).stdout
+    )
     assert counts == {"fig4": 1}
 
 
 def test_evaluation_setting_keeps_samples(workdir):
-    counts = job_counts(run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "evaluation:\n  timing_pairs: 4\n")], cwd=workdir).stdout)
+    counts = job_counts(
+        run_snakemake(["figures/fig4.pdf", "-n", *override(workdir, "evaluation:\n  timing_pairs: 4\n")], cwd=workdir).stdout
+    )
     assert counts == {"evaluate": 2, "merge_evaluations": 2, "select_samples": 1, "fig4": 1}
 
 
@@ -114,8 +125,14 @@ def test_hostile_samples_become_error_records(workdir):
     target = workdir / "results/samples/smollm2-135m/bundled/seed99.parquet"
     rows.to_parquet(target)
     out = run_snakemake(
-        ["results/evaluations/smollm2-135m/bundled/seed99.parquet", "-c2", *override(workdir, "evaluation:\n  timeout_s: 5\n  candidate_budget_s: 20\n"),
-         "--allowed-rules", "evaluate", "merge_evaluations"],
+        [
+            "results/evaluations/smollm2-135m/bundled/seed99.parquet",
+            "-c2",
+            *override(workdir, "evaluation:\n  timeout_s: 5\n  candidate_budget_s: 20\n"),
+            "--allowed-rules",
+            "evaluate",
+            "merge_evaluations",
+        ],
         cwd=workdir,
         timeout=300,
     )
@@ -141,7 +158,13 @@ RUNS, STEPS = ("main-s42", "main-s43"), 2  # config/test/config.yaml
 
 def step_files(workdir: Path, run: str, step: int) -> list[Path]:
     d = workdir / f"results/ttt/{run}/step{step}"
-    return [d / "metrics.json", d / "rollouts.parquet", d / "evaluations.parquet", d / "optimizer.pt", d / "adapter" / "adapter_model.safetensors"]
+    return [
+        d / "metrics.json",
+        d / "rollouts.parquet",
+        d / "evaluations.parquet",
+        d / "optimizer.pt",
+        d / "adapter" / "adapter_model.safetensors",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +178,12 @@ def ttt_workdir(workdir) -> dict:
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *TTT_TARGETS, "-c2", *TINY], cwd=workdir, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "snakemake", *TTT_TARGETS, "-c2", *TINY],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     started = workdir / "results/logs/ttt_step/main-s42/step2.log"
     deadline = time.monotonic() + 600
@@ -233,6 +260,21 @@ def ttt_dry(workdir: Path, text: str | None = None) -> dict[str, int]:
 
 def test_nothing_to_do_after_the_ttt_run(ttt_workdir):
     assert ttt_dry(ttt_workdir["workdir"]) == {}
+
+
+def test_editing_a_module_reached_only_indirectly_reruns_the_ttt_steps(ttt_workdir):
+    """testtime/analysis.py reaches the TTT step only through testtime.ttt.rewards (fast_1); the
+    derived code hash (testtime.codehash) still sees it. (Hand-kept lists once missed it.)"""
+    workdir = ttt_workdir["workdir"]
+    path = workdir / "testtime/analysis.py"
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        counts = ttt_dry(workdir)
+    finally:
+        path.write_text(original)
+    assert counts.get("ttt_step") == len(RUNS) * (STEPS + 1)
+    assert ttt_dry(workdir) == {}  # restored: nothing to do again
 
 
 def test_learning_rate_reruns_only_ttt_updates_and_their_figures(ttt_workdir):

@@ -16,22 +16,19 @@ specification (``reference-protocol.md`` §4.4, §6.2, §6.3, §7, §9.2–9.4, 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 __all__ = [
-    "STRATEGIES",
     "pass_at_k",
     "cohens_h",
     "equivalent_k",
     "interpolated_equivalent_k",
     "fast_1",
-    "select",
-    "selection_table",
-    "strategy_summary",
     "surprisal_vs_confidence",
     "bootstrap_any_fast",
     "scaling_curve",
@@ -40,30 +37,11 @@ __all__ = [
     "early_stop_select",
 ]
 
-#: The five selection strategies of Table 1, in the row order of Table 3.
-STRATEGIES: tuple[str, ...] = (
-    "best-correct",
-    "surprisal-guided-top3",
-    "surprisal-guided",
-    "random-correct",
-    "confidence-guided",
-)
-
 #: Threshold for "fast": a sample must be strictly faster than the reference.
 FAST_THRESHOLD: float = 1.0
 
 #: Value that replaces a zero speedup before taking log-ratios (§6.3, as in the reference code).
 ZERO_SPEEDUP_REPLACEMENT: float = 1e-6
-
-RECORD_COLUMNS: tuple[str, ...] = ("seed", "problem_id", "sample_index", "correct", "speedup")
-SELECTION_COLUMNS: tuple[str, ...] = (
-    "strategy",
-    "sample_index",
-    "speedup",
-    "fast_1",
-    "n_correct",
-    "n_samples",
-)
 
 
 # --------------------------------------------------------------------------------------
@@ -71,14 +49,14 @@ SELECTION_COLUMNS: tuple[str, ...] = (
 # --------------------------------------------------------------------------------------
 
 
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str = "records") -> None:
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str = "records") -> None:
     """Raise a ValueError naming every column of ``columns`` that ``df`` lacks."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} is missing required column(s): {missing}")
 
 
-def _sample_std(values: Sequence[float] | np.ndarray) -> float:
+def sample_std(values: Sequence[float] | np.ndarray) -> float:
     """Sample standard deviation (ddof=1); NaN for fewer than two values (no warning)."""
     arr = np.asarray(values, dtype=float)
     if arr.size < 2:
@@ -164,17 +142,13 @@ def equivalent_k(p1: float, target: float) -> float:
     if p1 == 0.0:
         return math.inf
     if p1 == 1.0:
-        raise ValueError(
-            "equivalent_k: p1 == 1 gives a curve equal to 1 at every K > 0; no equivalent K"
-        )
+        raise ValueError("equivalent_k: p1 == 1 gives a curve equal to 1 at every K > 0; no equivalent K")
     if target == 1.0:
         return math.inf
     return math.log1p(-target) / math.log1p(-p1)
 
 
-def interpolated_equivalent_k(
-    ks: Sequence[float], values: Sequence[float], target: float
-) -> float:
+def interpolated_equivalent_k(ks: Sequence[float], values: Sequence[float], target: float) -> float:
     """Equivalent K of ``target`` on a measured scaling curve (§7 recommendation).
 
     ``ks`` must be increasing, start at 1, and ``values`` are the curve's pass@k at those
@@ -209,158 +183,15 @@ def fast_1(correct: Any, speedup: Any) -> Any:
     Accepts scalars (returns a Python ``bool``) or array-likes/Series (returns a boolean
     numpy array). A NaN speedup is never fast.
     """
-    result = np.logical_and(
-        np.asarray(correct, dtype=bool), np.asarray(speedup, dtype=float) > FAST_THRESHOLD
-    )
+    result = np.logical_and(np.asarray(correct, dtype=bool), np.asarray(speedup, dtype=float) > FAST_THRESHOLD)
     if result.ndim == 0:
         return bool(result)
     return result
 
 
 # --------------------------------------------------------------------------------------
-# Selection strategies (Table 1 / Table 3)
+# Surprisal versus confidence (§6.3); the strategies themselves live in testtime.selection
 # --------------------------------------------------------------------------------------
-
-
-def select(task_records: pd.DataFrame, score: str = "lp_mean") -> pd.DataFrame:
-    """Apply the five Table-1 selection strategies to ONE task's K samples.
-
-    ``task_records`` holds the samples of a single (seed, problem_id) group. Every strategy
-    looks only at the set C of correct samples:
-
-    * ``best-correct`` (oracle): the member of C with the highest speedup.
-    * ``confidence-guided``: the member of C with the highest ``score``.
-    * ``surprisal-guided``: the member of C with the lowest ``score`` (highest surprisal).
-    * ``surprisal-guided-top3``: the 3 members of C with the lowest ``score`` (all of C if it
-      has fewer than 3), then the highest speedup among them (this costs 3 timing runs).
-    * ``random-correct``: the exact expectation of a uniformly random member of C rather
-      than one draw (a single draw cannot produce Table 3's 59.2%): ``fast_1`` is the
-      fraction of C with speedup > 1 and ``speedup`` is the mean speedup over C. No single
-      sample is selected, so ``sample_index`` is -1.
-
-    Ties (equal speedup or equal score) are broken by the lowest ``sample_index``; the
-    reference code does not specify tie-breaking, so this deterministic rule is recorded here
-    (§6.2). For top-3, the ranking by score and the final pick by speedup both use it.
-
-    If C is empty, every strategy gets ``fast_1 = 0``, ``speedup = 0`` and
-    ``sample_index = -1``.
-
-    Returns:
-        One row per strategy (in :data:`STRATEGIES` order) with columns ``strategy,
-        sample_index, speedup, fast_1`` (float in [0, 1]; 0/1 for single-sample strategies),
-        ``n_correct`` and ``n_samples``.
-
-    Raises:
-        ValueError: on missing columns, if the rows span more than one (seed, problem_id),
-            or if a correct sample has a NaN score.
-    """
-    _require_columns(task_records, ("sample_index", "correct", "speedup", score), "task_records")
-    for key in ("seed", "problem_id"):
-        if key in task_records.columns and task_records[key].nunique(dropna=False) > 1:
-            raise ValueError(f"select: task_records spans several values of {key!r}; pass one task")
-
-    n_samples = int(len(task_records))
-    ordered = task_records.sort_values("sample_index", kind="mergesort")
-    correct_mask = ordered["correct"].to_numpy(dtype=bool)
-    cset = ordered.loc[correct_mask]
-    n_correct = int(len(cset))
-
-    def row(strategy: str, index: int, speedup: float, fast: float) -> dict[str, Any]:
-        return {
-            "strategy": strategy,
-            "sample_index": int(index),
-            "speedup": float(speedup),
-            "fast_1": float(fast),
-            "n_correct": n_correct,
-            "n_samples": n_samples,
-        }
-
-    if n_correct == 0:
-        return pd.DataFrame([row(s, -1, 0.0, 0.0) for s in STRATEGIES], columns=SELECTION_COLUMNS)
-
-    idx = cset["sample_index"].to_numpy(dtype=int)
-    spd = cset["speedup"].to_numpy(dtype=float)
-    scr = cset[score].to_numpy(dtype=float)
-    if np.isnan(scr).any():
-        raise ValueError(f"select: a correct sample has a NaN {score!r} score")
-
-    def pick(position: int, strategy: str) -> dict[str, Any]:
-        return row(strategy, idx[position], spd[position], float(spd[position] > FAST_THRESHOLD))
-
-    # C is sorted by sample_index, so argmax/argmin (first occurrence) break ties by lowest index.
-    best = int(np.argmax(spd))
-    most_confident = int(np.argmax(scr))
-    least_confident = int(np.argmin(scr))
-    # Stable sort by score keeps index order among equal scores.
-    top3 = np.argsort(scr, kind="stable")[:3]
-    top3 = np.sort(top3)  # back to index order so argmax breaks speedup ties by lowest index
-    top3_pick = int(top3[int(np.argmax(spd[top3]))])
-
-    rows = {
-        "best-correct": pick(best, "best-correct"),
-        "surprisal-guided-top3": pick(top3_pick, "surprisal-guided-top3"),
-        "surprisal-guided": pick(least_confident, "surprisal-guided"),
-        "random-correct": row(
-            "random-correct", -1, float(spd.mean()), float(np.mean(spd > FAST_THRESHOLD))
-        ),
-        "confidence-guided": pick(most_confident, "confidence-guided"),
-    }
-    return pd.DataFrame([rows[s] for s in STRATEGIES], columns=SELECTION_COLUMNS)
-
-
-def selection_table(records: pd.DataFrame, score: str = "lp_mean") -> pd.DataFrame:
-    """Apply :func:`select` to every (seed, problem_id) group of ``records``.
-
-    Returns the concatenated per-task selections with leading ``seed`` and ``problem_id``
-    columns, sorted by seed, problem_id and then :data:`STRATEGIES` order.
-    """
-    _require_columns(records, RECORD_COLUMNS + (score,))
-    parts = []
-    for (seed, problem_id), group in records.groupby(["seed", "problem_id"], sort=True):
-        sel = select(group, score=score)
-        sel.insert(0, "problem_id", problem_id)
-        sel.insert(0, "seed", seed)
-        parts.append(sel)
-    if not parts:
-        return pd.DataFrame(columns=("seed", "problem_id") + SELECTION_COLUMNS)
-    return pd.concat(parts, ignore_index=True)
-
-
-def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
-    """Table 3: per-strategy fast_1 (mean ± std over seeds) and mean selected speedup.
-
-    For each strategy:
-
-    * ``fast_1`` = mean over seeds of the per-seed value, where the per-seed value is the mean
-      over that seed's tasks of the task outcome (§6.2).
-    * ``fast_1_std`` = sample std (ddof=1) of the per-seed values; NaN with one seed.
-    * ``mean_speedup`` = mean selected speedup over all task-seed pairs (the paper's 226.9x
-      oracle mean is over the 10 selections of 2 seeds × 5 tasks).
-    * ``n_seeds``, ``n_tasks`` = number of distinct seeds and distinct problem ids.
-
-    Rows follow :data:`STRATEGIES` order (strategies absent from ``selection`` are omitted;
-    unknown strategy names are appended after them in sorted order).
-    """
-    _require_columns(selection, ("seed", "problem_id", "strategy", "speedup", "fast_1"), "selection")
-    present = set(selection["strategy"].unique())
-    order = [s for s in STRATEGIES if s in present] + sorted(present - set(STRATEGIES))
-    rows = []
-    for strategy in order:
-        sub = selection[selection["strategy"] == strategy]
-        per_seed = sub.groupby("seed", sort=True)["fast_1"].mean().to_numpy(dtype=float)
-        rows.append(
-            {
-                "strategy": strategy,
-                "fast_1": float(per_seed.mean()),
-                "fast_1_std": _sample_std(per_seed),
-                "mean_speedup": float(sub["speedup"].astype(float).mean()),
-                "n_seeds": int(sub["seed"].nunique()),
-                "n_tasks": int(sub["problem_id"].nunique()),
-            }
-        )
-    return pd.DataFrame(
-        rows, columns=["strategy", "fast_1", "fast_1_std", "mean_speedup", "n_seeds", "n_tasks"]
-    )
 
 
 def surprisal_vs_confidence(selection: pd.DataFrame) -> dict[str, Any]:
@@ -386,7 +217,7 @@ def surprisal_vs_confidence(selection: pd.DataFrame) -> dict[str, Any]:
       (paper: 3/3, p = 0.125). ``sign_test_p`` is NaN when there are no discordant pairs
       (the test is undefined, and NaN keeps that distinct from "no evidence", p = 1).
     """
-    _require_columns(selection, ("seed", "problem_id", "strategy", "speedup", "fast_1"), "selection")
+    require_columns(selection, ("seed", "problem_id", "strategy", "speedup", "fast_1"), "selection")
     keys = ["seed", "problem_id"]
     cols = keys + ["speedup", "fast_1"]
     surprisal = selection.loc[selection["strategy"] == "surprisal-guided", cols]
@@ -425,8 +256,7 @@ def surprisal_vs_confidence(selection: pd.DataFrame) -> dict[str, Any]:
     p_s = float(s_fast.mean())
     p_c = float(c_fast.mean())
     d = np.log(
-        np.where(s_speed == 0.0, ZERO_SPEEDUP_REPLACEMENT, s_speed)
-        / np.where(c_speed == 0.0, ZERO_SPEEDUP_REPLACEMENT, c_speed)
+        np.where(s_speed == 0.0, ZERO_SPEEDUP_REPLACEMENT, s_speed) / np.where(c_speed == 0.0, ZERO_SPEEDUP_REPLACEMENT, c_speed)
     )
     if np.all(d == 0.0):
         w_stat, w_p = nan, nan
@@ -440,9 +270,7 @@ def surprisal_vs_confidence(selection: pd.DataFrame) -> dict[str, Any]:
     discordant = s_bin != c_bin
     n_disc = int(discordant.sum())
     k_s = int((s_bin & ~c_bin).sum())
-    sign_p = (
-        float(stats.binomtest(k_s, n_disc, 0.5, alternative="greater").pvalue) if n_disc else nan
-    )
+    sign_p = float(stats.binomtest(k_s, n_disc, 0.5, alternative="greater").pvalue) if n_disc else nan
 
     result.update(
         p_surprisal=p_s,
@@ -469,7 +297,7 @@ def surprisal_vs_confidence(selection: pd.DataFrame) -> dict[str, Any]:
 
 def _task_fast_counts(records: pd.DataFrame) -> pd.DataFrame:
     """Per (seed, problem_id): ``n`` samples and ``c`` = number of fast_1 samples."""
-    _require_columns(records, ("seed", "problem_id", "correct", "speedup"))
+    require_columns(records, ("seed", "problem_id", "correct", "speedup"))
     frame = records.loc[:, ["seed", "problem_id"]].copy()
     frame["fast"] = fast_1(records["correct"].to_numpy(), records["speedup"].to_numpy())
     counts = frame.groupby(["seed", "problem_id"], sort=True)["fast"].agg(["size", "sum"])
@@ -503,9 +331,7 @@ def bootstrap_any_fast(
         raise ValueError("bootstrap_any_fast: n and c must be equal-length non-empty 1-D")
     if np.any(c_arr < 0) or np.any(c_arr > n_arr) or k < 1 or k > int(n_arr.min()):
         raise ValueError("bootstrap_any_fast: need 0 <= c <= n and 1 <= k <= min(n)")
-    draws = rng.hypergeometric(
-        c_arr[:, None], (n_arr - c_arr)[:, None], k, size=(n_arr.size, int(n_boot))
-    )
+    draws = rng.hypergeometric(c_arr[:, None], (n_arr - c_arr)[:, None], k, size=(n_arr.size, int(n_boot)))
     return (draws > 0).mean(axis=0)
 
 
@@ -528,9 +354,7 @@ def _scaling_rows(
             sub = counts[counts["seed"] == seed]
             n_arr = sub["n"].to_numpy()
             c_arr = sub["c"].to_numpy()
-            point[k][seed] = float(
-                np.mean([pass_at_k(int(n_t), int(c_t), k) for n_t, c_t in zip(n_arr, c_arr)])
-            )
+            point[k][seed] = float(np.mean([pass_at_k(int(n_t), int(c_t), k) for n_t, c_t in zip(n_arr, c_arr)]))
             boots[k][seed] = bootstrap_any_fast(n_arr, c_arr, k, n_boot, rng)
     return valid_ks, point, boots
 
@@ -566,7 +390,7 @@ def scaling_curve(
             {
                 "k": k,
                 "pass_at_k": float(per_seed.mean()),
-                "std": _sample_std(per_seed),
+                "std": sample_std(per_seed),
                 "ci_low": float(np.percentile(pooled, 2.5)),
                 "ci_high": float(np.percentile(pooled, 97.5)),
             }

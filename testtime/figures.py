@@ -8,20 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-LABELS = {
-    "best-correct": "Oracle",
-    "surprisal-guided-top3": "Surprisal\nTop-3",
-    "surprisal-guided": "Surprisal",
-    "random-correct": "Random",
-    "confidence-guided": "Confidence",
-}
-COLORS = {
-    "best-correct": "#4d4d4d",
-    "surprisal-guided-top3": "#1f5fa8",
-    "surprisal-guided": "#4a90d9",
-    "random-correct": "#a6a6a6",
-    "confidence-guided": "#d9534f",
-}
+from testtime.selection import REGISTRY
 
 
 def _pyplot():
@@ -45,7 +32,14 @@ def _save(fig: Any, out: str | Path, title: str, provenance: dict[str, Any]) -> 
     tmp.replace(out)
 
 
-def fig3(table2: pd.DataFrame, ttt_fast_1: float, equivalent_k: float, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+def fig3(
+    table2: pd.DataFrame,
+    ttt_fast_1: float,
+    equivalent_k: float,
+    out: str | Path,
+    style: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
     """Best-of-N scaling: pass@k (%) against K on a log2 axis with a ±1 std band, the TTT BoA
     line and its equivalent K, and the saturation region shaded."""
     plt = _pyplot()
@@ -80,7 +74,9 @@ def fig3(table2: pd.DataFrame, ttt_fast_1: float, equivalent_k: float, out: str 
     _save(fig, out, "testtime Figure 3", provenance)
 
 
-def fig5(table6: pd.DataFrame, selection: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+def fig5(
+    table6: pd.DataFrame, selection: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]
+) -> None:
     """TTT trajectories: aggregate fast_1 (%) per adaptation step, one line per main run, a star
     at each run's BoA step, the 'minimum signal threshold' band shaded."""
     plt = _pyplot()
@@ -124,8 +120,14 @@ def fig6(probe: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance
     if len(finite):
         i = finite.abs().idxmax()
         row = probe.loc[i]
-        ax.annotate(f"ρ = {row['rho_bottom_quartile']:.2f} (p = {row['p_bottom_quartile']:.1e})", (row["step"], row["rho_bottom_quartile"]),
-                    textcoords="offset points", xytext=(5, -12), fontsize=7, color="#d9534f")
+        ax.annotate(
+            f"ρ = {row['rho_bottom_quartile']:.2f} (p = {row['p_bottom_quartile']:.1e})",
+            (row["step"], row["rho_bottom_quartile"]),
+            textcoords="offset points",
+            xytext=(5, -12),
+            fontsize=7,
+            color="#d9534f",
+        )
     ax.set_xlabel("TTT step")
     ax.set_ylabel("Spearman ρ(NLL, speedup)")
     ax.set_xticks(probe["step"].tolist())
@@ -139,15 +141,11 @@ def fig6(probe: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance
 
 def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
     """Selection strategies: (a) fast_1 success rate with std across seeds, (b) mean speedup."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     strategies = list(summary["strategy"])
     x = range(len(strategies))
-    colors = [COLORS.get(s, "#888888") for s in strategies]
-    labels = [LABELS.get(s, s) for s in strategies]
+    colors = [REGISTRY[s].color if s in REGISTRY else "#888888" for s in strategies]
+    labels = [REGISTRY[s].label if s in REGISTRY else s for s in strategies]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(9, 3.6))
     rate = summary["fast_1"] * 100
     err = summary["fast_1_std"].fillna(0) * 100
@@ -177,9 +175,24 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
     n_seeds, n_tasks = int(summary["n_seeds"].max()), int(summary["n_tasks"].max())
     fig.suptitle(style.get("title") or f"Selection strategies ({n_tasks} tasks x {n_seeds} seeds)", fontsize=11)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.pdf")
-    fig.savefig(tmp, metadata={"Title": "testtime Figure 4", "Keywords": json.dumps({"config_hash": provenance.get("config_hash")})})
-    plt.close(fig)
-    tmp.replace(out)
+    _save(fig, out, "testtime Figure 4", provenance)
+
+
+#: Figures drawn from CSV tables alone: name -> (function, its table arguments by input name).
+#: The ``figure`` rule script reads the named inputs and calls :func:`render`.
+TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "fig4": (fig4, ("table",)),
+    "fig5": (fig5, ("table", "selection")),
+    "fig6": (fig6, ("table",)),
+}
+
+
+def render(name: str, tables: dict[str, str | Path], out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Draw figure ``name`` of :data:`TABLE_FIGURES` from its CSV tables (input name -> path)."""
+    if name not in TABLE_FIGURES:
+        raise ValueError(f"figure {name!r}: not one of {sorted(TABLE_FIGURES)}")
+    draw, names = TABLE_FIGURES[name]
+    missing = [n for n in names if n not in tables]
+    if missing:
+        raise ValueError(f"figure {name!r}: missing input table(s) {missing}")
+    draw(*(pd.read_csv(tables[n]) for n in names), out, style, provenance)

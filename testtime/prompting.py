@@ -7,6 +7,7 @@ that cannot follow it; the variant name is recorded in every sample record.
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import textwrap
 from typing import Any
@@ -67,10 +68,7 @@ _COMPACT_SYSTEM_PROMPT = (
     "You rewrite PyTorch forward methods to be faster. "
     "Answer with one line of Python: the new body of forward, starting with return."
 )
-_COMPACT_EXAMPLE_USER = (
-    "def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
-    "    return torch.sigmoid(x) * x\n"
-)
+_COMPACT_EXAMPLE_USER = "def forward(self, x: torch.Tensor) -> torch.Tensor:\n    return torch.sigmoid(x) * x\n"
 _COMPACT_EXAMPLE_ANSWER = "return torch.nn.functional.silu(x)"
 
 
@@ -151,6 +149,21 @@ def render_gpt_oss_no_sysprompt(messages: list[dict[str, str]]) -> str:
         content = f"# Instructions\n\n{m['content']}\n\n" if m["role"] == "system" else m["content"]
         parts.append(f"<|start|>{role}<|message|>{content}<|end|>")
     return "".join(parts) + "<|start|>assistant"
+
+
+def prompt_hash(prompt: str) -> str:
+    """The short hash of a rendered prompt that every sample record carries (``prompt_hash``), so
+    a TTT update can check it trains on the prompt the rollouts were drawn from."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
+def task_prompts(backend: Any, tasks: Any, prompt_variant: str) -> dict[int, str]:
+    """Rendered prompt of every selected task (``tasks`` a frame with ``selected``, ``problem_id``,
+    ``name``, ``code``), exactly as the sampling loop renders it."""
+    return {
+        int(t.problem_id): backend.render(build_messages(prompt_variant, t.problem_id, t.name, t.code))
+        for t in tasks[tasks["selected"]].itertuples()
+    }
 
 
 _FENCE = re.compile(r"```(?:python)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)

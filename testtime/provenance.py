@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def build(sections: dict[str, Any], **facts: Any) -> dict[str, Any]:
         "deviations_from_paper": deviations_from_paper(sections),
         "packages": package_versions(),
         "python": platform.python_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **facts,
     }
 

@@ -13,8 +13,9 @@ recorded log-probs and against ``TransformersBackend.score``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -66,9 +67,7 @@ def completion_logprobs(
             cache.batch_repeat_interleave(k)
             n_prompt = prompt.shape[1]
             positions = torch.arange(n_prompt, n_prompt + width - 1, device=device).expand(k, -1)
-            rest = model(
-                input_ids=ids[:, :-1], position_ids=positions, use_cache=True, **{cache_argument(model): cache}
-            )
+            rest = model(input_ids=ids[:, :-1], position_ids=positions, use_cache=True, **{cache_argument(model): cache})
             parts.append(rest.logits.float())
     logits = torch.cat(parts, dim=1)
     lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, :, None]).squeeze(-1)

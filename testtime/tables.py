@@ -7,7 +7,8 @@ DataFrames out. Percentages stay fractions in [0, 1]; figures and readers scale 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,9 @@ def trajectory(run: str, metrics: Sequence[Mapping[str, Any]]) -> tuple[pd.DataF
             }
         )
         for pid, t in sorted(m["per_task"].items(), key=lambda kv: int(kv[0])):
-            per_task.append({"run": run, "step": m["step"], "problem_id": int(pid), "fast_1": t["fast_1"], "correct_rate": t["correct_rate"]})
+            per_task.append(
+                {"run": run, "step": m["step"], "problem_id": int(pid), "fast_1": t["fast_1"], "correct_rate": t["correct_rate"]}
+            )
     return pd.DataFrame(agg), pd.DataFrame(per_task, columns=["run", "step", "problem_id", "fast_1", "correct_rate"])
 
 
@@ -86,7 +89,9 @@ def summary(sel: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def table4(bon: pd.DataFrame, agg: pd.DataFrame, per_task: pd.DataFrame, steps: Sequence[int], k_bon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def table4(
+    bon: pd.DataFrame, agg: pd.DataFrame, per_task: pd.DataFrame, steps: Sequence[int], k_bon: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 4: Best-of-N sample-level fast_1 on Subset 2 against the TTT run's steps.
 
     ``bon`` holds the Best-of-N evaluation records of one seed (correct, speedup, problem_id).
@@ -99,10 +104,19 @@ def table4(bon: pd.DataFrame, agg: pd.DataFrame, per_task: pd.DataFrame, steps: 
     rows = [{"method": f"Best-of-N (K={k_bon})", "rollouts": int(len(bon)), "agg_fast_1": base, "delta": 0.0}]
     missing = [s for s in steps if s not in set(agg["step"])]
     if missing:
-        raise ValueError(f"ttt.experiments.subset2.steps: steps {missing} are beyond the run's last step {int(agg['step'].max())}")
+        raise ValueError(
+            f"ttt.experiments.subset2.steps: steps {missing} are beyond the run's last step {int(agg['step'].max())}"
+        )
     for s in steps:
         row = agg[agg["step"] == s].iloc[0]
-        rows.append({"method": f"BoA Step {s}", "rollouts": int(row["rollouts"]), "agg_fast_1": float(row["agg_fast_1"]), "delta": float(row["agg_fast_1"]) - base})
+        rows.append(
+            {
+                "method": f"BoA Step {s}",
+                "rollouts": int(row["rollouts"]),
+                "agg_fast_1": float(row["agg_fast_1"]),
+                "delta": float(row["agg_fast_1"]) - base,
+            }
+        )
     bon_task = bon.assign(fast=fast).groupby("problem_id")["fast"].mean().rename("bon_fast_1")
     wide = per_task[per_task["step"].isin(steps)].pivot(index="problem_id", columns="step", values="fast_1")
     wide.columns = [f"step{s}_fast_1" for s in wide.columns]
@@ -158,7 +172,11 @@ def table12(per_task: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def transfer_table(transfers: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]], sources: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def transfer_table(
+    transfers: Mapping[str, Mapping[str, Any]],
+    baselines: Mapping[str, Mapping[str, Any]],
+    sources: Mapping[str, Mapping[str, Any]],
+) -> pd.DataFrame:
     """Cross-subset transfer: the adapted checkpoint on the other subset against that subset's
     unadapted step 0 and against the source checkpoint on its own tasks."""
     rows = []
@@ -186,3 +204,92 @@ def equivalent_k(table2: pd.DataFrame, target: float) -> float:
     if not math.isfinite(target):
         return float("nan")
     return analysis.interpolated_equivalent_k(table2["k"].tolist(), table2["pass_at_k"].tolist(), target)
+
+
+def equivalent_k_facts(table2: pd.DataFrame, ttt_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Figure 3's facts: the TTT BoA mean of Table 6's summary against Table 2's curve."""
+    target = ttt_summary["boa_fast_1_mean"]
+    return {
+        "ttt_boa_fast_1_mean": target,
+        "ttt_boa_fast_1_std": ttt_summary["boa_fast_1_std"],
+        "ttt_runs": ttt_summary["runs"],
+        "bon_pass_at_1": float(table2.loc[table2["k"] == 1, "pass_at_k"].iloc[0]),
+        "equivalent_k": equivalent_k(table2, target),
+        "note": "TTT BoA is a sample-level aggregate over the main runs (whose task sets may differ, D1/D18); "
+        "the curve is Best-of-N pass@k on the Best-of-N suite",
+    }
+
+
+# --------------------------------------------------------------------------------------
+# TTT tables by name: what the table rules build from their inputs
+# --------------------------------------------------------------------------------------
+
+
+def load_runs(metrics: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict[str, Any]]:
+    """Trajectories of every run among the ``metrics.json`` dicts (grouped by run name), their
+    upstream config hashes, and per run its steps, seed, suite and deviations from the paper."""
+    from testtime.provenance import deviations_from_paper
+
+    by_run: dict[str, list[Mapping[str, Any]]] = {}
+    for m in metrics:
+        by_run.setdefault(m["run"], []).append(m)
+    aggs, tasks = zip(*(trajectory(run, ms) for run, ms in by_run.items()))
+    upstream = [m["provenance"]["config_hash"] for ms in by_run.values() for m in ms]
+    runs = {}
+    for run, ms in by_run.items():
+        last = max(ms, key=lambda m: m["step"])
+        steps = int(last["step"])
+        deviations = {**deviations_from_paper({"ttt": {"steps": steps}}), **last["provenance"].get("deviations_from_paper", {})}
+        runs[run] = {
+            "steps": steps,
+            "seed": last["provenance"].get("seed"),
+            "suite": last["provenance"].get("suite"),
+            "deviations_from_paper": deviations,
+        }
+    return pd.concat(aggs, ignore_index=True), pd.concat(tasks, ignore_index=True), upstream, runs
+
+
+def _table6(agg, per_task, spec, **_):  # noqa: ANN001, ANN202
+    sel = selection(agg, per_task, patience=spec["patience"])
+    return {"table": agg, "per_task": per_task, "selection": sel}, summary(sel)
+
+
+def _table4(agg, per_task, spec, bon, **_):  # noqa: ANN001, ANN202
+    table, per = table4(bon, agg, per_task, spec["steps"], k_bon=int(bon.groupby("problem_id").size().max()))
+    return {"table": table, "per_task": per}, {}
+
+
+def _table10(agg, per_task, spec, **_):  # noqa: ANN001, ANN202
+    return {"table": table10(agg, spec["lrs"])}, {}
+
+
+def _table12(agg, per_task, spec, **_):  # noqa: ANN001, ANN202
+    return {"table": table12(per_task, spec["runs"])}, {}
+
+
+def _transfer(agg, per_task, spec, metrics, transfers, **_):  # noqa: ANN001, ANN202
+    steps = {(m["run"], m["step"]): m for m in metrics}
+    baselines = {n: steps[(s["target"], 0)] for n, s in spec["transfers"].items()}
+    sources = {n: steps[(s["source"], s["step"])] for n, s in spec["transfers"].items()}
+    return {"table": transfer_table({t["transfer"]: t for t in transfers}, baselines, sources)}, {}
+
+
+#: table name -> builder(agg, per_task, spec, metrics=..., bon=..., transfers=...) returning
+#: ({output name: DataFrame}, summary facts). The table rules name their table in ``params``.
+TTT_TABLES = {"table6": _table6, "table4": _table4, "table10": _table10, "table12": _table12, "transfer": _transfer}
+
+
+def build_ttt_table(
+    name: str,
+    metrics: Sequence[Mapping[str, Any]],
+    spec: Mapping[str, Any],
+    bon: pd.DataFrame | None = None,
+    transfers: Sequence[Mapping[str, Any]] = (),
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[str], dict[str, Any]]:
+    """TTT table ``name`` from its runs' step metrics (and Table 4's Best-of-N records, or the
+    transfer metrics): ``(frames by output name, summary facts, upstream hashes, run facts)``."""
+    if name not in TTT_TABLES:
+        raise ValueError(f"TTT table {name!r}: not one of {sorted(TTT_TABLES)}")
+    agg, per_task, upstream, runs = load_runs(metrics)
+    frames, facts = TTT_TABLES[name](agg, per_task, spec, metrics=metrics, bon=bon, transfers=transfers)
+    return frames, facts, upstream, runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ def setup(snakemake: Any) -> logging.Logger:
         log_file = open(log_path, "a", buffering=1)
         os.dup2(log_file.fileno(), 2)  # torch/transformers also write to fd 2 directly
         handlers = [logging.StreamHandler(log_file)]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
     logger = logging.getLogger(snakemake.rule)
 
     def excepthook(kind, value, tb):  # noqa: ANN001
@@ -36,9 +39,14 @@ def setup(snakemake: Any) -> logging.Logger:
     return logger
 
 
-def gpu_lease(snakemake: Any):  # noqa: ANN201
-    """Hold the GPUs this job requested (resources gpu) for the block: on a workstation each job
-    gets its own devices through CUDA_VISIBLE_DEVICES; under SLURM the scheduler's are checked."""
-    from testtime.gpus import gpu_lease as lease
+def leased(snakemake: Any, job: Callable[[Any, logging.Logger, Any], None]) -> None:
+    """Set up logging, then run ``job(snakemake, log, lease)`` holding the GPUs this job requested
+    (resources gpu), before anything touches CUDA: on a workstation each job gets its own devices
+    through CUDA_VISIBLE_DEVICES; under SLURM the scheduler's are checked. CPU jobs lease none."""
+    from testtime.gpus import gpu_lease
 
-    return lease(int(getattr(snakemake.resources, "gpu", 0) or 0))
+    log = setup(snakemake)
+    with gpu_lease(int(getattr(snakemake.resources, "gpu", 0) or 0)) as lease:
+        if lease.devices:
+            log.info("GPU lease: %s", lease.describe())
+        job(snakemake, log, lease)

@@ -1,7 +1,6 @@
 """Convert the configured model once into a local safetensors directory."""
 
 from _common import setup
-
 from testtime.models import materialize
 
 

@@ -1,8 +1,8 @@
 """Concatenate the evaluation shards of one seed into the seed's evaluation records."""
 
 import pandas as pd
-from _common import setup
 
+from _common import setup
 from testtime.records import read_parquet, read_provenance, write_parquet
 
 
@@ -15,7 +15,13 @@ def main(snakemake) -> None:  # noqa: ANN001
     # The shards share config and upstream (same params), so the first non-empty one speaks for
     # all; where each shard ran is kept per shard.
     lead = next((pv for part, pv in zip(parts, provs) if len(part)), provs[0])
-    prov = {**lead, "shard": None, "shards": [{**(pv.get("shard") or {}), "job": pv.get("job"), "device": pv.get("device"), "gpu": pv.get("gpu")} for pv in provs]}
+    prov = {
+        **lead,
+        "shard": None,
+        "shards": [
+            {**(pv.get("shard") or {}), "job": pv.get("job"), "device": pv.get("device"), "gpu": pv.get("gpu")} for pv in provs
+        ],
+    }
     del prov["shard"]
     log.info("%d records from %d shards", len(records), len(parts))
     write_parquet(records, snakemake.output[0], prov)

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from _common import setup
-
 from testtime import provenance
 from testtime.probes import probe_statistics
 from testtime.records import read_parquet, read_provenance

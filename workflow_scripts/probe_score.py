@@ -3,29 +3,31 @@
 import json
 from pathlib import Path
 
-from _common import gpu_lease, setup
-
+from _common import leased
 from testtime import provenance
 from testtime.probes import rescore
+from testtime.prompting import task_prompts
 from testtime.records import read_parquet, read_provenance, write_parquet
 from testtime.sampling import make_backend
-from testtime.ttt import prompts_of
 
 
-def main(snakemake) -> None:  # noqa: ANN001
-    log = setup(snakemake)
+def main(snakemake, log, lease) -> None:  # noqa: ANN001
     import torch
 
     torch.set_num_threads(snakemake.threads)
     probe, model, run = snakemake.params.probe, snakemake.params.model, snakemake.params.run
     backend = make_backend(
-        "transformers", snakemake.params.model_path, dtype=model["dtype"], device=run["device"],
-        chat_format=model["chat_format"], stop_tokens=model["stop_tokens"],
+        "transformers",
+        snakemake.params.model_path,
+        dtype=model["dtype"],
+        device=run["device"],
+        chat_format=model["chat_format"],
+        stop_tokens=model["stop_tokens"],
     )
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
     tasks = tasks.assign(selected=tasks["problem_id"].isin(samples["problem_id"].unique()))
-    prompts = prompts_of(backend, tasks, snakemake.params.prompt_variant)
+    prompts = task_prompts(backend, tasks, snakemake.params.prompt_variant)
     adapters = dict(enumerate(snakemake.input.adapters))
     scores = rescore(backend, samples, prompts, adapters, chunk=probe["chunk"], autocast=run["autocast"])
     scores.insert(0, "run", snakemake.wildcards.run)
@@ -33,15 +35,24 @@ def main(snakemake) -> None:  # noqa: ANN001
     upstream = read_provenance(snakemake.input.samples)
     checkpoints = json.loads(Path(snakemake.input.metrics).read_text())["provenance"]  # the run's last step
     prov = provenance.build(
-        {"probe": probe, "ttt": run, "prompt_variant": snakemake.params.prompt_variant, "upstream_config_hash": upstream.get("config_hash")},
-        run=snakemake.wildcards.run, seed=int(snakemake.wildcards.seed), model=upstream.get("model"), suite=upstream.get("suite"),
-        suite_revision=upstream.get("suite_revision"), autocast=run["autocast"], steps=len(adapters) - 1,
-        checkpoints_provenance=checkpoints, **provenance.device_info(run["device"]),
+        {
+            "probe": probe,
+            "ttt": run,
+            "prompt_variant": snakemake.params.prompt_variant,
+            "upstream_config_hash": upstream.get("config_hash"),
+        },
+        run=snakemake.wildcards.run,
+        seed=int(snakemake.wildcards.seed),
+        model=upstream.get("model"),
+        suite=upstream.get("suite"),
+        suite_revision=upstream.get("suite_revision"),
+        autocast=run["autocast"],
+        steps=len(adapters) - 1,
+        checkpoints_provenance=checkpoints,
+        **provenance.device_info(run["device"]),
     )
     write_parquet(scores, snakemake.output[0], prov)
     log.info("%d scores over %d steps", len(scores), len(adapters))
 
 
-# GPU jobs hold their devices (CUDA_VISIBLE_DEVICES) for the whole job; CPU jobs lease none.
-with gpu_lease(snakemake):  # noqa: F821
-    main(snakemake)  # noqa: F821
+leased(snakemake, main)  # noqa: F821

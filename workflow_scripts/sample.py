@@ -3,23 +3,14 @@
 import json
 from pathlib import Path
 
-from _common import gpu_lease, setup
-
+from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import make_backend
-from testtime.stages import sample_tasks
+from testtime.sampling.loop import sample_tasks
 
 
-def main(snakemake) -> None:  # noqa: ANN001
-    log = setup(snakemake)
-    with gpu_lease(snakemake) as lease:  # before anything touches CUDA
-        if lease.devices:
-            log.info("GPU lease: %s", lease.describe())
-        run(snakemake, log, len(lease.devices))
-
-
-def run(snakemake, log, n_gpus: int) -> None:  # noqa: ANN001
+def main(snakemake, log, lease) -> None:  # noqa: ANN001
     import torch
 
     torch.set_num_threads(snakemake.threads)
@@ -28,7 +19,7 @@ def run(snakemake, log, n_gpus: int) -> None:  # noqa: ANN001
     if sampling["backend"] == "transformers":
         options["device"] = sampling["device"]
     elif sampling["backend"] == "vllm":
-        options["tensor_parallel_size"] = max(1, n_gpus)  # the job's GPUs (resources.sampling.gpus)
+        options["tensor_parallel_size"] = max(1, len(lease.devices))  # the job's GPUs (resources.sampling.gpus)
     backend = make_backend(sampling["backend"], snakemake.params.model_path, **options)
     tasks = read_parquet(snakemake.input.tasks)
     split = json.loads(Path(snakemake.input.split).read_text())
@@ -48,4 +39,4 @@ def run(snakemake, log, n_gpus: int) -> None:  # noqa: ANN001
     write_parquet(samples, snakemake.output[0], prov)
 
 
-main(snakemake)  # noqa: F821
+leased(snakemake, main)  # noqa: F821

@@ -1,10 +1,9 @@
 """Apply the five selection strategies per task and seed; write Table 3 and its statistics."""
 
 from _common import setup
-
 from testtime import provenance
 from testtime.records import read_parquet, read_provenance, write_parquet
-from testtime.stages import join_records, select
+from testtime.selection import join_records, select_records
 
 
 def main(snakemake) -> None:  # noqa: ANN001
@@ -13,7 +12,7 @@ def main(snakemake) -> None:  # noqa: ANN001
         [read_parquet(p) for p in snakemake.input.samples],
         [read_parquet(p) for p in snakemake.input.evaluations],
     )
-    table, summary, stats = select(records, snakemake.params.selection)
+    table, summary, stats = select_records(records, score=snakemake.params.selection["score"])
     upstream = [read_provenance(p) for p in snakemake.input.evaluations]
     prov = provenance.build(
         {"selection": snakemake.params.selection, "upstream_config_hashes": sorted({u.get("config_hash") for u in upstream})},

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pandas as pd
-from _common import setup
 
+from _common import setup
 from testtime import analysis, provenance
 from testtime.records import read_parquet, read_provenance
 
@@ -19,8 +19,11 @@ def main(snakemake) -> None:  # noqa: ANN001
     upstream = [read_provenance(p) for p in snakemake.input.evaluations]
     prov = provenance.build(
         {"scaling": scaling, "upstream_config_hashes": sorted({u.get("config_hash") for u in upstream})},
-        model=snakemake.wildcards.model, suite=snakemake.wildcards.suite, suite_revision=upstream[0].get("suite_revision"),
-        seeds=sorted(int(s) for s in records["seed"].unique()), samples_per_task=int(records.groupby(["seed", "problem_id"]).size().min()),
+        model=snakemake.wildcards.model,
+        suite=snakemake.wildcards.suite,
+        suite_revision=upstream[0].get("suite_revision"),
+        seeds=sorted(int(s) for s in records["seed"].unique()),
+        samples_per_task=int(records.groupby(["seed", "problem_id"]).size().min()),
     )
     for frame, path in ((table, snakemake.output.table), (by_seed, snakemake.output.by_seed)):
         tmp = Path(path).with_name(Path(path).name + ".tmp")

@@ -3,12 +3,11 @@
 import json
 from pathlib import Path
 
-from _common import gpu_lease, setup
-
+from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import make_backend
-from testtime.ttt import run_step, run_tasks
+from testtime.ttt.step import run_step, run_tasks
 
 
 def previous_step(inputs) -> dict | None:  # noqa: ANN001
@@ -23,38 +22,59 @@ def previous_step(inputs) -> dict | None:  # noqa: ANN001
     }
 
 
-def main(snakemake) -> None:  # noqa: ANN001
-    log = setup(snakemake)
+def main(snakemake, log, lease) -> None:  # noqa: ANN001
     import torch
 
     torch.set_num_threads(snakemake.threads)
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
     backend = make_backend(
-        "transformers", snakemake.params.model_path, dtype=model["dtype"], device=run["device"],
-        chat_format=model["chat_format"], stop_tokens=model["stop_tokens"],
+        "transformers",
+        snakemake.params.model_path,
+        dtype=model["dtype"],
+        device=run["device"],
+        chat_format=model["chat_format"],
+        stop_tokens=model["stop_tokens"],
     )
     tasks = run_tasks(read_parquet(snakemake.input.tasks), run, f"ttt.runs.{name}")
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output
     rollouts, evaluations, metrics = run_step(
-        backend, run, step, tasks, snakemake.params.sampling, snakemake.params.evaluation,
-        previous_step(snakemake.input), out.adapter, out.optimizer,
+        backend,
+        run,
+        step,
+        tasks,
+        snakemake.params.sampling,
+        snakemake.params.evaluation,
+        previous_step(snakemake.input),
+        out.adapter,
+        out.optimizer,
     )
     for frame in (rollouts, evaluations):
         frame.insert(0, "run", name)
         frame.insert(1, "step", step)
     prov = provenance.build(
         {"ttt": run, "sampling": snakemake.params.sampling, "evaluation": snakemake.params.evaluation, "model": model},
-        run=name, step=step, model=run["model"], suite=run["suite"], suite_revision=split["suite_revision"],
-        seed=run["seed"], autocast=run["autocast"], **provenance.device_info(run["device"]),
+        run=name,
+        step=step,
+        model=run["model"],
+        suite=run["suite"],
+        suite_revision=split["suite_revision"],
+        seed=run["seed"],
+        autocast=run["autocast"],
+        **provenance.device_info(run["device"]),
     )
     write_parquet(rollouts, out.rollouts, prov)
     write_parquet(evaluations, out.evaluations, prov)
     provenance.write_json_atomic(out.metrics, {**metrics, "run": name, "provenance": prov})
-    log.info("run %s step %d: fast_1 %.3f, correct %.3f, timings %s", name, step, metrics["agg_fast_1"], metrics["correct_rate"], metrics["timings"])
+    log.info(
+        "run %s step %d: fast_1 %.3f, correct %.3f, timings %s",
+        name,
+        step,
+        metrics["agg_fast_1"],
+        metrics["correct_rate"],
+        metrics["timings"],
+    )
 
 
-# GPU jobs hold their devices (CUDA_VISIBLE_DEVICES) for the whole job; CPU jobs lease none.
-with gpu_lease(snakemake):  # noqa: F821
-    main(snakemake)  # noqa: F821
+leased(snakemake, main)  # noqa: F821

@@ -3,16 +3,16 @@
 import json
 from pathlib import Path
 
-from _common import gpu_lease, setup
-
+from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import make_backend
-from testtime.ttt import merge_for_sampling, run_tasks, sample_and_evaluate, score_step, step_metrics
+from testtime.ttt.policy import merge_for_sampling
+from testtime.ttt.rewards import score_step, step_metrics
+from testtime.ttt.step import run_tasks, sample_and_evaluate
 
 
-def main(snakemake) -> None:  # noqa: ANN001
-    log = setup(snakemake)
+def main(snakemake, log, lease) -> None:  # noqa: ANN001
     import torch
     from peft import PeftModel
 
@@ -20,8 +20,12 @@ def main(snakemake) -> None:  # noqa: ANN001
     spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
     name = snakemake.wildcards.name
     backend = make_backend(
-        "transformers", snakemake.params.model_path, dtype=model["dtype"], device=target["device"],
-        chat_format=model["chat_format"], stop_tokens=model["stop_tokens"],
+        "transformers",
+        snakemake.params.model_path,
+        dtype=model["dtype"],
+        device=target["device"],
+        chat_format=model["chat_format"],
+        stop_tokens=model["stop_tokens"],
     )
     peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
     merge_for_sampling(peft)
@@ -29,7 +33,12 @@ def main(snakemake) -> None:  # noqa: ANN001
     tasks = run_tasks(read_parquet(snakemake.input.tasks), target, f"ttt.runs.{spec['target']}")
     split = json.loads(Path(snakemake.input.split).read_text())
     rollouts, evaluations, timings = sample_and_evaluate(
-        backend, tasks, snakemake.params.sampling, snakemake.params.evaluation, target["k"], target["seed"],
+        backend,
+        tasks,
+        snakemake.params.sampling,
+        snakemake.params.evaluation,
+        target["k"],
+        target["seed"],
         f"{target['suite']}:transfer-{name}",
     )
     scored, _ = score_step(rollouts, evaluations, {}, target)
@@ -40,7 +49,10 @@ def main(snakemake) -> None:  # noqa: ANN001
         frame.insert(0, "transfer", name)
     prov = provenance.build(
         {"transfer": spec, "ttt": target, "sampling": snakemake.params.sampling, "evaluation": snakemake.params.evaluation},
-        model=target["model"], suite=target["suite"], suite_revision=split["suite_revision"], seed=target["seed"],
+        model=target["model"],
+        suite=target["suite"],
+        suite_revision=split["suite_revision"],
+        seed=target["seed"],
         **provenance.device_info(target["device"]),
     )
     write_parquet(rollouts, snakemake.output.rollouts, prov)
@@ -49,6 +61,4 @@ def main(snakemake) -> None:  # noqa: ANN001
     log.info("transfer %s: fast_1 %.3f", name, metrics["agg_fast_1"])
 
 
-# GPU jobs hold their devices (CUDA_VISIBLE_DEVICES) for the whole job; CPU jobs lease none.
-with gpu_lease(snakemake):  # noqa: F821
-    main(snakemake)  # noqa: F821
+leased(snakemake, main)  # noqa: F821

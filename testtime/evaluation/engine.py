@@ -24,12 +24,13 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import statistics
+import struct
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ class EvalSettings:
     cpu_core: int | None = None  # pin reference and candidate workers to this core (CPU timing)
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], device: str | None = None) -> "EvalSettings":
+    def from_config(cls, section: dict[str, Any], device: str | None = None) -> EvalSettings:
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in section.items() if k in known}
         if device is not None:
@@ -236,7 +237,9 @@ class _Worker:
         self.conn.close()
 
 
-def compare(ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float) -> tuple[str | None, float | None]:
+def compare(
+    ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float
+) -> tuple[str | None, float | None]:
     """(error_kind, max_abs_diff) of one candidate output against the reference output."""
     if out is None:
         return ("abstain" if meta.get("type") == "NoneType" else "output_type_error"), None
@@ -287,7 +290,7 @@ class Evaluator:
         self.wide_skipped: list[int] = []
         self.n_normal = settings.correctness_trials
 
-    def __enter__(self) -> "Evaluator":
+    def __enter__(self) -> Evaluator:
         self._start_reference()
         return self
 
@@ -313,9 +316,13 @@ class Evaluator:
                 wide_meta, wide = self.reference_outputs[index]
                 # The op's domain does not admit signed/wide inputs (log, sqrt, ...): skip that trial.
                 if self.settings.on_gpu:
-                    skip = wide_meta.get("kind") != "tensor" or (not wide_meta.get("finite", True) and normal_meta.get("finite", True))
+                    skip = wide_meta.get("kind") != "tensor" or (
+                        not wide_meta.get("finite", True) and normal_meta.get("finite", True)
+                    )
                 else:
-                    skip = wide is None or (wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal)))
+                    skip = wide is None or (
+                        wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal))
+                    )
                 if skip:
                     self.wide_skipped.append(index)
             for _ in range(self.settings.warmup):
@@ -413,7 +420,9 @@ class Evaluator:
             verdict, _ = self.reference.request("judge", index, output=meta)
         except WorkerFailed as exc:
             self._restart_reference()  # it may have been left in any state
-            raise WorkerFailed("judge_error", f"the reference worker failed judging this output ({exc.kind}: {exc.message})") from None
+            raise WorkerFailed(
+                "judge_error", f"the reference worker failed judging this output ({exc.kind}: {exc.message})"
+            ) from None
         diff = verdict.get("max_abs_diff")
         if isinstance(diff, (int, float)):
             result.max_abs_diff = max(float(diff), result.max_abs_diff or 0.0)
@@ -446,7 +455,9 @@ class Evaluator:
             if wide and kind in ("numerical_mismatch", "nan_inf"):
                 kind = "robust_mismatch"  # right on the task's inputs, wrong on signed/wide ones
             label = "wide trial" if wide else "trial"
-            raise WorkerFailed(kind, f"{label} {index}: {kind}" + (f" (max abs diff {result.max_abs_diff:.3g})" if result.max_abs_diff else ""))
+            raise WorkerFailed(
+                kind, f"{label} {index}: {kind}" + (f" (max abs diff {result.max_abs_diff:.3g})" if result.max_abs_diff else "")
+            )
         if self.wide_skipped:
             result.flags.append("wide_trials_skipped_domain")
 
@@ -469,7 +480,9 @@ class Evaluator:
                     header, _ = self.reference.request("time", index)
                     ref_ns.append(float(header["ns"]))
                     ref_host.append(float(header.get("host_ns", header["ns"])))
-                    ref_overhead.append(self.reference.last_rtt_ns - float(header.get("total_ns", header.get("host_ns", header["ns"]))))
+                    ref_overhead.append(
+                        self.reference.last_rtt_ns - float(header.get("total_ns", header.get("host_ns", header["ns"])))
+                    )
                 else:
                     header, _ = worker.request("time", index, remaining())
                     ns = header.get("ns")
@@ -493,7 +506,9 @@ class Evaluator:
         excess = min(rtt - overhead - total for rtt, total in zip(cand_rtt, cand_total))
         reported = statistics.median(cand_total)
         if excess > max(1_000_000, reported):
-            raise WorkerFailed("tampering", f"reported time {reported:.0f} ns, the parent's clock saw at least {excess + reported:.0f} ns")
+            raise WorkerFailed(
+                "tampering", f"reported time {reported:.0f} ns, the parent's clock saw at least {excess + reported:.0f} ns"
+            )
         method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
         if method == "cuda_event":
             # Work left on side streams shows in device-synchronised host time, not in events:

@@ -14,12 +14,22 @@ reference counter named by the (untrusted) sender.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 _CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1
 _DTYPES = (
-    "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
 )
 
 
@@ -81,7 +91,13 @@ def export(tensor: Any) -> dict[str, Any]:
 
 
 def _valid(meta: dict[str, Any]) -> bool:
-    ints = [meta.get("offset"), meta.get("storage_bytes"), meta.get("storage_offset"), *meta.get("shape", [None]), *meta.get("strides", [])]
+    ints = [
+        meta.get("offset"),
+        meta.get("storage_bytes"),
+        meta.get("storage_offset"),
+        *meta.get("shape", [None]),
+        *meta.get("strides", []),
+    ]
     return (
         isinstance(meta.get("ipc"), str)
         and len(meta["ipc"]) == 128

@@ -240,7 +240,9 @@ class InputSource:
                 continue
             flat = x.reshape(-1)
             if x.is_floating_point():
-                prints.append([float(self._sum(flat)), float(self._sum(flat[::3])), float(self._amax(flat)) if flat.numel() else 0.0])
+                prints.append(
+                    [float(self._sum(flat)), float(self._sum(flat[::3])), float(self._amax(flat)) if flat.numel() else 0.0]
+                )
             else:
                 prints.append([int(self._sum(flat)), int(self._sum(flat[::7]))])
         return prints
@@ -363,7 +365,10 @@ class _Harness:
 
             meta = ipc.export(out)
             if cmd.get("probe"):  # the reference describes its own output once, for the parent
-                meta = {**{k: v for k, v in meta.items() if k != "ipc"}, "finite": bool(torch.isfinite(out).all()) if out.is_floating_point() else True}
+                meta = {
+                    **{k: v for k, v in meta.items() if k != "ipc"},
+                    "finite": bool(torch.isfinite(out).all()) if out.is_floating_point() else True,
+                }
             return meta, b""
         meta, _ = wire.encode_output(out)
         return meta, b""
@@ -452,7 +457,9 @@ def compare_tensors(ref: Any, out: Any, atol: float, rtol: float, chunk: int = 1
 
     r, o = ref.reshape(-1), out.reshape(-1)
     if not ref.is_floating_point():
-        diff = max((int((r[i : i + chunk].long() - o[i : i + chunk].long()).abs().max()) for i in range(0, r.numel(), chunk)), default=0)
+        diff = max(
+            (int((r[i : i + chunk].long() - o[i : i + chunk].long()).abs().max()) for i in range(0, r.numel(), chunk)), default=0
+        )
         return (None if diff == 0 else "numerical_mismatch"), float(diff)
     max_diff, nan_inf, mismatch = 0.0, False, False
     for i in range(0, r.numel(), chunk):

@@ -12,7 +12,6 @@ that have stopped are dropped from the batch.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 
@@ -132,4 +131,3 @@ class TransformersBackend:
             lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, len(prompt_ids) :, None]).squeeze(-1)
             results.extend(lp[b, : len(comp)].tolist() for b, comp in enumerate(batch))
         return results
-

@@ -30,6 +30,9 @@ __all__ = [
     "suite_revision",
 ]
 
+#: Data this package reads, hashed with its code (testtime.codehash): editing a bundled task reruns
+#: task preparation.
+CODE_DATA = ("bundled",)
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
@@ -60,9 +63,7 @@ def load_suite(spec: Mapping[str, Any]) -> list[Task]:
     tasks = load_kernelbench(source, level=int(spec.get("level", 1)), suite=spec.get("suite"))
     if sizes == "full":
         return tasks
-    return [
-        dataclasses.replace(t, code=size_variant(t.problem_id, t.code, sizes)[0]) for t in tasks
-    ]
+    return [dataclasses.replace(t, code=size_variant(t.problem_id, t.code, sizes)[0]) for t in tasks]
 
 
 def size_overrides_of(spec: Mapping[str, Any]) -> dict[int, dict[str, int]]:

@@ -47,9 +47,7 @@ def _hf_records(source: str, level: int) -> list[dict[str, Any]]:
     try:
         import datasets
     except ImportError as exc:
-        raise ImportError(
-            f"{source}: loading from the Hugging Face Hub needs the 'datasets' package"
-        ) from exc
+        raise ImportError(f"{source}: loading from the Hugging Face Hub needs the 'datasets' package") from exc
     try:
         rows = datasets.load_dataset(name, split=f"level_{level}", revision=revision or None)
     except Exception as exc:  # offline, unknown revision, missing split, ...
@@ -60,9 +58,7 @@ def _hf_records(source: str, level: int) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def _from_records(
-    records: Iterable[Mapping[str, Any]], level: int, suite: str, origin: str
-) -> list[Task]:
+def _from_records(records: Iterable[Mapping[str, Any]], level: int, suite: str, origin: str) -> list[Task]:
     records = list(records)
     rows = [r for r in records if int(r["level"]) == level]
     if not rows:
@@ -73,9 +69,7 @@ def _from_records(
         problem_id = int(row["problem_id"])
         name_id, name = parse_stem(str(row["name"]))
         if name_id != problem_id:
-            raise ValueError(
-                f"{origin}: row name {row['name']!r} disagrees with problem_id {problem_id}"
-            )
+            raise ValueError(f"{origin}: row name {row['name']!r} disagrees with problem_id {problem_id}")
         tasks.append(Task(problem_id, name, str(row["code"]), level, suite))
     return _checked(tasks, origin)
 
@@ -84,9 +78,7 @@ def _from_directory(root: Path, level: int, suite: str) -> list[Task]:
     candidates = [root / "KernelBench" / f"level{level}", root / f"level{level}"]
     level_dir = next((d for d in candidates if d.is_dir()), None)
     if level_dir is None:
-        raise FileNotFoundError(
-            f"{root}: no level {level} directory (looked for {[str(d) for d in candidates]})"
-        )
+        raise FileNotFoundError(f"{root}: no level {level} directory (looked for {[str(d) for d in candidates]})")
     tasks = []
     for path in level_dir.glob("*.py"):
         if path.name == "__init__.py":

@@ -98,11 +98,7 @@ def _int_value(node: ast.expr) -> int | None:
 def _top_level_assigns(tree: ast.Module) -> dict[str, list[ast.Assign]]:
     found: dict[str, list[ast.Assign]] = {}
     for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-        ):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             found.setdefault(node.targets[0].id, []).append(node)
     return found
 
@@ -125,10 +121,7 @@ def apply_size_overrides(code: str, overrides: Mapping[str, int]) -> str:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"size override {name}={value!r} is not an int")
         if name not in assigns:
-            raise ValueError(
-                f"size override names {name!r}, but the module has no top-level "
-                f"assignment '{name} = ...'"
-            )
+            raise ValueError(f"size override names {name!r}, but the module has no top-level assignment '{name} = ...'")
         for node in assigns[name]:
             if _int_value(node.value) is None:
                 raise ValueError(

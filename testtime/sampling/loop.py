@@ -1,0 +1,61 @@
+"""The Best-of-N sampling loop: K completions per selected task, one record per sample.
+
+Column meanings are documented in docs/records.md (sample records).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from testtime.prompting import build_messages, extract_python_code, prompt_hash
+from testtime.sampling import SamplingParams, row_seed
+
+logger = logging.getLogger(__name__)
+
+
+def sample_tasks(
+    backend: Any,
+    tasks: pd.DataFrame,
+    sampling: dict[str, Any],
+    seed: int,
+    suite: str,
+) -> pd.DataFrame:
+    """K samples for every selected task; one row per sample."""
+    params = SamplingParams(temperature=sampling["temperature"], max_new_tokens=sampling["max_new_tokens"])
+    rows = []
+    for task in tasks[tasks["selected"]].itertuples():
+        messages = build_messages(sampling["prompt_variant"], task.problem_id, task.name, task.code)
+        prompt = backend.render(messages)
+        base = row_seed(seed, suite, task.problem_id, 0)
+        started = time.monotonic()
+        completions = backend.sample(prompt, sampling["k"], base, params)
+        logger.info("task %s: %d samples in %.1f s", task.problem_id, len(completions), time.monotonic() - started)
+        digest = prompt_hash(prompt)
+        for c in completions:
+            rows.append(
+                {
+                    "seed": seed,
+                    "problem_id": task.problem_id,
+                    "task_name": task.name,
+                    "sample_index": c.sample_index,
+                    "row_seed": c.row_seed,
+                    "prompt_variant": sampling["prompt_variant"],
+                    "prompt_hash": digest,
+                    "prompt_tokens": c.prompt_tokens,
+                    "completion": c.text,
+                    "token_ids": c.token_ids,
+                    "token_logprobs": c.token_logprobs,
+                    "n_tokens": len(c.token_ids),
+                    "finish_reason": c.finish_reason,
+                    "lp_sum": c.lp_sum,
+                    "lp_mean": c.lp_mean,
+                    "surprisal": -c.lp_sum,
+                    "surprisal_mean": -c.lp_mean,
+                    "raw_action": extract_python_code(c.text),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,181 @@
+"""The TTT policy: the sampling backend's model with a trainable LoRA and its Adam state.
+
+The update is the reference code's, written by hand because TRL cannot express it:
+
+* loss: -Σ_rollouts Σ_tokens exp(log p_θ - log q_sampler) · A (token sum, no mean, no clipping,
+  no KL), the Tinker ``importance_sampling`` loss; on-policy the ratio is 1 up to float noise;
+* one Adam(β1, β2=0.95, eps=1e-12, no weight decay) step per sampled batch at a constant learning
+  rate; the Adam state is carried across steps (fresh at step 0).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def pg_loss(logprobs: Any, sampler_logprobs: Any, adv: Any, mask: Any) -> Any:
+    """Tinker's ``importance_sampling`` loss: ``-Σ exp(logp - q) · A`` over completion tokens.
+
+    ``logprobs``, ``sampler_logprobs`` and ``mask`` are ``(rows, tokens)``; ``adv`` is
+    ``(rows,)``. Summed, not averaged: longer completions weigh more, as in the reference.
+    """
+    import torch
+
+    ratio = torch.exp(logprobs - sampler_logprobs.detach())
+    return -(ratio * adv[:, None] * mask).sum()
+
+
+class LoraPolicy:
+    """The sampling backend's model with a trainable LoRA and its Adam state.
+
+    LoRA layers are injected into the backend's own model, so the backend samples from the
+    adapted policy and ``testtime.scoring`` computes log-probs under it, with one model in
+    memory.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        run: Mapping[str, Any],
+        adapter_dir: str | Path | None = None,
+        optimizer_path: str | Path | None = None,
+    ) -> None:
+        import torch
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        self.backend = backend
+        self.run = dict(run)
+        if adapter_dir is None:
+            # B = 0 at init: θ_0 is exactly the starting model (D13: fresh LoRA, fresh Adam).
+            torch.manual_seed(int(run["seed"]))  # A's random init is part of the run
+            lora = LoraConfig(
+                r=run["lora_rank"],
+                lora_alpha=run["lora_alpha"],
+                lora_dropout=run["lora_dropout"],
+                target_modules=run["lora_targets"],
+                task_type="CAUSAL_LM",
+            )
+            self.peft = get_peft_model(backend.model, lora)
+        else:
+            self.peft = PeftModel.from_pretrained(backend.model, str(adapter_dir), is_trainable=True)
+        self.model = self.peft.get_base_model()  # the same modules, LoRA inside; backend.model is it
+        self.model.eval()  # no dropout anywhere (lora_dropout is applied by PEFT in train mode only)
+        self.params = [p for p in self.peft.parameters() if p.requires_grad]
+        # Step 0 never updates, and its settings carry no optimizer keys (UPDATE_KEYS), so a
+        # learning-rate change keeps it; its saved Adam state is empty (a fresh Adam at step 1).
+        self.optimizer = None
+        if "lr" in run:
+            self.optimizer = torch.optim.Adam(
+                self.params,
+                lr=run["lr"],
+                betas=(run["adam_beta1"], run["adam_beta2"]),
+                eps=run["adam_eps"],
+                weight_decay=0.0,
+            )
+            if optimizer_path is not None:
+                state = torch.load(str(optimizer_path), map_location="cpu", weights_only=True)
+                if state.get("state"):
+                    self.optimizer.load_state_dict(state)
+                for group in self.optimizer.param_groups:  # this run's settings, whatever was saved
+                    group.update(
+                        lr=run["lr"], betas=(run["adam_beta1"], run["adam_beta2"]), eps=run["adam_eps"], weight_decay=0.0
+                    )
+
+    def merge_for_sampling(self) -> bool:
+        """Fold the LoRA into the base weights for decoding; see :func:`merge_for_sampling`."""
+        return merge_for_sampling(self.peft)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.backend.stop_ids[0])
+
+    def update(self, batch: Sequence[Mapping[str, Any]], chunk: int = 16) -> dict[str, Any]:
+        """One optimizer step on a sampled batch.
+
+        ``batch`` holds one entry per task: ``prompt_ids``, ``completions`` (token ids),
+        ``sampler_logprobs`` and ``advantages`` (one per completion). Gradients are accumulated
+        over tasks and chunks of rows (the loss is a sum, so this is exact) before the step.
+        """
+        import torch
+
+        from testtime.scoring import completion_logprobs, merge_duplicates
+
+        if self.optimizer is None:
+            raise ValueError("this policy was built without optimizer settings (step 0 never updates)")
+        all_adv = np.concatenate([np.asarray(g["advantages"], dtype=float) for g in batch]) if batch else np.zeros(0)
+        stats: dict[str, Any] = {
+            "n_rollouts": int(all_adv.size),
+            "all_zero_advantage": bool(np.all(all_adv == 0)),
+            "skipped": False,
+        }
+        if stats["all_zero_advantage"] and self.run["skip_zero_advantage"]:
+            stats.update(skipped=True, loss=0.0, grad_norm=0.0, n_tokens=0, n_unique=0, max_abs_log_ratio=0.0)
+            return stats
+        self.optimizer.zero_grad(set_to_none=False)
+        loss_total, n_tokens, max_log_ratio, n_unique = 0.0, 0, 0.0, 0
+        device = next(self.model.parameters()).device
+        for group in batch:
+            # copies of one completion add their advantages (the loss is linear in A)
+            comps, qs, advs, _ = merge_duplicates(group["completions"], group["sampler_logprobs"], group["advantages"])
+            n_unique += len(comps)
+            for start in range(0, len(comps), chunk):
+                rows = comps[start : start + chunk]
+                lp, mask = completion_logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
+                q = torch.zeros_like(lp)
+                for r, lps in enumerate(qs[start : start + chunk]):
+                    q[r, : len(lps)] = torch.tensor(lps, dtype=q.dtype)
+                adv = torch.tensor(advs[start : start + chunk], dtype=lp.dtype, device=device)
+                loss = pg_loss(lp, q, adv, mask)
+                loss.backward()
+                loss_total += float(loss.detach())
+                n_tokens += int(mask.sum())
+                max_log_ratio = max(max_log_ratio, float(((lp - q).abs() * mask).max().detach()))
+        grad_norm = math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in self.params if p.grad is not None))
+        self.optimizer.step()
+        stats.update(loss=loss_total, grad_norm=grad_norm, n_tokens=n_tokens, n_unique=n_unique, max_abs_log_ratio=max_log_ratio)
+        return stats
+
+    def save(self, adapter_dir: str | Path, optimizer_path: str | Path) -> None:
+        """Adapter directory and Adam state, each written atomically (temp + rename)."""
+        import torch
+
+        adapter_dir, optimizer_path = Path(adapter_dir), Path(optimizer_path)
+        adapter_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=adapter_dir.parent, prefix=adapter_dir.name + "."))
+        try:
+            self.peft.save_pretrained(str(tmp))
+            if adapter_dir.exists():
+                shutil.rmtree(adapter_dir)
+            os.replace(tmp, adapter_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        fd, tmp_file = tempfile.mkstemp(dir=optimizer_path.parent, prefix=optimizer_path.name + ".")
+        os.close(fd)
+        torch.save(self.optimizer.state_dict() if self.optimizer is not None else {}, tmp_file)
+        os.replace(tmp_file, optimizer_path)
+
+
+def merge_for_sampling(peft: Any) -> bool:
+    """Merge the active LoRA into fp32 base weights (PEFT ``merge_adapter``) so that decoding
+    runs plain linear layers: one token at a time, the unmerged LoRA's extra small matmuls
+    doubled the embedded default's sampling time. The merged model equals the adapted one up to
+    fp32 rounding (the recorded sampler log-probs differ from the update's by ~1e-5, reported
+    as ``max_abs_log_ratio``). Not done for bf16/fp16 bases, whose rounding would swallow small
+    LoRA deltas. Call it after the adapter is saved: nothing trains on the merged weights.
+    Returns whether it merged.
+    """
+    import torch
+
+    base = peft.get_base_model()
+    if next(base.parameters()).dtype != torch.float32:
+        return False
+    peft.merge_adapter()
+    return True

@@ -1,0 +1,138 @@
+"""TTT rewards, advantages and step metrics (reference-protocol §4.3, §9.2): pure functions.
+
+* reward: speedup / median(the task's last ``window`` positive correct speedups) if correct,
+  else 0 (baseline 1.0 while the history is empty); the history is updated sample by sample in
+  evaluation order and carried across steps (``normalized_rewards``);
+* advantage: z-score over all rollouts of the step, across tasks (``global``, the code's TTRL
+  choice) or within each task (``group``, GRPO's), std with ddof=1 floored at 1e-6.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from testtime.analysis import fast_1
+
+MIN_STD = 1e-6
+MIN_BASELINE = 1e-6
+
+
+def normalized_rewards(
+    problem_ids: Sequence[int],
+    correct: Sequence[bool],
+    speedup: Sequence[float],
+    history: Mapping[str, Sequence[float]] | None = None,
+    window: int = 32,
+    bonus: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[float]]]:
+    """Rewards of §4.3 (TTT variant), in the given (evaluation) order.
+
+    For each sample: baseline b = median of the task's history (1.0 when empty); reward 0 if
+    incorrect, else ``max(0, speedup / max(b, 1e-6)) + bonus``, after which a positive speedup
+    joins the history (a deque of the last ``window``). Samples of one task see different
+    baselines, as in the reference. ``history`` maps ``str(problem_id)`` to past speedups and
+    is not modified; the updated history is returned.
+
+    Returns ``(rewards, baselines, new_history)``.
+    """
+    if window < 1:
+        raise ValueError(f"normalized_rewards: window must be >= 1, got {window}")
+    if not len(problem_ids) == len(correct) == len(speedup):
+        raise ValueError("normalized_rewards: problem_ids, correct and speedup differ in length")
+    hist = {str(k): deque((float(v) for v in vals), maxlen=window) for k, vals in (history or {}).items()}
+    rewards = np.zeros(len(problem_ids))
+    baselines = np.zeros(len(problem_ids))
+    for i, (pid, ok, sp) in enumerate(zip(problem_ids, correct, speedup)):
+        h = hist.setdefault(str(pid), deque(maxlen=window))
+        b = statistics.median(h) if h else 1.0
+        baselines[i] = b
+        if ok:
+            sp = float(sp)
+            rewards[i] = max(0.0, sp / max(b, MIN_BASELINE)) + bonus
+            if sp > 0:
+                h.append(sp)
+    return rewards, baselines, {k: list(v) for k, v in sorted(hist.items())}
+
+
+def advantages(rewards: Sequence[float], groups: Sequence[Any] | None = None, mode: str = "global") -> np.ndarray:
+    """Normalised advantages: ``(r - mean) / max(std, 1e-6)`` with the sample std (ddof=1).
+
+    ``global`` normalises over all rewards of the step (the reference code, across tasks);
+    ``group`` normalises within each group (task), GRPO's group-relative form. A set of one
+    reward, or of equal rewards, gets advantage 0.
+    """
+    r = np.asarray(rewards, dtype=float)
+    if mode == "global":
+        return _zscore(r)
+    if mode == "group":
+        if groups is None or len(groups) != len(r):
+            raise ValueError("advantages: mode 'group' needs one group label per reward")
+        out = np.zeros_like(r)
+        labels = np.asarray(groups)
+        for g in pd.unique(labels):
+            idx = labels == g
+            out[idx] = _zscore(r[idx])
+        return out
+    raise ValueError(f"ttt.advantage: unknown mode {mode!r}; choose 'global' or 'group'")
+
+
+def _zscore(r: np.ndarray) -> np.ndarray:
+    if r.size < 2:
+        return np.zeros_like(r)
+    return (r - r.mean()) / max(float(np.std(r, ddof=1)), MIN_STD)
+
+
+def step_metrics(records: pd.DataFrame) -> dict[str, Any]:
+    """§4.4 metrics of one step's evaluated rollouts (columns problem_id, correct, speedup,
+    reward, finish_reason)."""
+    fast = fast_1(records["correct"].to_numpy(), records["speedup"].to_numpy())
+    frame = records.assign(fast=fast)
+    per_task = {}
+    for pid, g in frame.groupby("problem_id", sort=True):
+        correct = g[g["correct"]]
+        per_task[str(int(pid))] = {
+            "fast_1": float(g["fast"].mean()),
+            "correct_rate": float(g["correct"].mean()),
+            "mean_speedup": float(correct["speedup"].mean()) if len(correct) else float("nan"),
+            "n": int(len(g)),
+        }
+    correct = frame[frame["correct"]]
+    return {
+        "agg_fast_1": float(frame["fast"].mean()),
+        "correct_rate": float(frame["correct"].mean()),
+        "mean_speedup": float(correct["speedup"].mean()) if len(correct) else float("nan"),
+        "mean_reward": float(frame["reward"].mean()),
+        "truncation_rate": float((frame["finish_reason"] == "length").mean()),
+        "n_rollouts": int(len(frame)),
+        "per_task": per_task,
+    }
+
+
+def score_step(
+    rollouts: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    history: Mapping[str, Sequence[float]] | None,
+    run: Mapping[str, Any],
+) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+    """Evaluations with ``reward``, ``reward_baseline`` and ``advantage`` added, in evaluation
+    order (task, then sample index), and the reward history after this step."""
+    keys = ["problem_id", "sample_index"]
+    ev = evaluations.sort_values(keys, kind="mergesort").reset_index(drop=True)
+    rewards, baselines, new_history = normalized_rewards(
+        ev["problem_id"].tolist(),
+        ev["correct"].astype(bool).tolist(),
+        ev["speedup"].astype(float).tolist(),
+        history,
+        window=run["reward_window"],
+        bonus=run["reward_bonus"],
+    )
+    ev["reward"] = rewards
+    ev["reward_baseline"] = baselines
+    ev["advantage"] = advantages(rewards, ev["problem_id"].tolist(), run["advantage"])
+    return ev, new_history
