@@ -113,8 +113,7 @@ def test_fence_in_reasoning_is_never_returned():
 
 def test_final_without_fence_does_not_fall_back_to_reasoning():
     text = (
-        "<|channel|>analysis<|message|>" + REASONING_FENCE + "<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>" + FINAL_BODY
+        "<|channel|>analysis<|message|>" + REASONING_FENCE + "<|end|><|start|>assistant<|channel|>final<|message|>" + FINAL_BODY
     )
     assert final_code(text, stop_token="<|return|>") == (FINAL_BODY, None)
 
@@ -176,9 +175,7 @@ def test_empty_final_and_commentary_preamble():
     empty = "<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>  "
     assert parse_completion(empty, "<|return|>").error_kind == "empty_final"
     assert final_code(empty, stop_token="<|return|>") == ("", "empty_final")
-    preamble = (
-        "<|channel|>commentary<|message|>Plan: fuse.<|end|><|start|>assistant<|channel|>final<|message|>" + FINAL_BODY
-    )
+    preamble = "<|channel|>commentary<|message|>Plan: fuse.<|end|><|start|>assistant<|channel|>final<|message|>" + FINAL_BODY
     p = parse_completion(preamble, "<|return|>")
     assert p.final_text == FINAL_BODY
     assert reference_text(preamble, "<|return|>") == "Plan: fuse." + FINAL_BODY  # cookbook joins both

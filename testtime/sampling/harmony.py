@@ -497,8 +497,7 @@ def span_mask(
         return [True] * n
     if span == "final":
         return [
-            lab == "final" or (lab == "stop" and include_stop and _final_stop_included(labels, j))
-            for j, lab in enumerate(labels)
+            lab == "final" or (lab == "stop" and include_stop and _final_stop_included(labels, j)) for j, lab in enumerate(labels)
         ]
     if span == "code":
         if code_char_range is None:
