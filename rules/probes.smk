@@ -17,7 +17,7 @@ rule probe_score:
     resources:
         **stage_resources("probes"),
     params:
-        probe={"chunk": config["probe"]["chunk"]},
+        probe={key: config["probe"][key] for key in ("chunk", "span")},
         run=lambda wc: {key: probe_run(wc)[key] for key in ("autocast", "device")},
         prompt_variant=config["sampling"]["prompt_variant"],
         model=lambda wc: cfg("models", probe_run(wc)["model"]),

@@ -554,3 +554,27 @@ def test_selection_validation():
         A.early_stop_select([1.0, float("nan")])
     with pytest.raises(ValueError):
         A.early_stop_select([1.0, 2.0], patience=0)
+
+
+def test_selection_ranks_by_the_configured_span():
+    """selection.span picks the score column: the code span can reverse the completion span's order."""
+    records = pd.DataFrame(
+        {
+            "seed": 1,
+            "problem_id": 3,
+            "sample_index": [0, 1],
+            "correct": [True, True],
+            "speedup": [2.0, 0.5],
+            "lp_mean": [-0.1, -0.9],  # over the whole completion: sample 1 is the surprising one
+            "lp_mean_code": [-0.9, -0.1],  # over the code tokens: sample 0 is
+        }
+    )
+    pick = {
+        span: S.select_records(records, score="lp_mean", span=span)[0]
+        .set_index("strategy")
+        .loc["surprisal-guided", "sample_index"]
+        for span in ("completion", "code")
+    }
+    assert pick == {"completion": 1, "code": 0}
+    with pytest.raises(ValueError, match="selection.span.*lp_mean_final"):
+        S.select_records(records, score="lp_mean", span="final")

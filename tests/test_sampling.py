@@ -74,3 +74,29 @@ def test_sample_records_carry_surprisal(backend):
     assert (df["surprisal"] == -df["lp_sum"]).all()
     assert (df["row_seed"] == [row_seed(42, "bundled", info["subset"][0], i) for i in range(2)]).all()
     assert df["raw_action"].map(type).eq(str).all()
+
+
+def test_sample_records_carry_every_scored_span(backend):
+    """A model without Harmony channels: the final span is the completion, raw_action is what
+    the paper's extraction gives on the whole text, and the code span is within it."""
+    import numpy as np
+
+    from testtime.prompting import extract_python_code
+
+    spec = {"source": "bundled", "split_seed": 42, "train_fraction": 0.8, "subset_offset": 0, "subset_size": 2}
+    tasks, _ = prepare_tasks(spec)
+    df = sample_tasks(
+        backend, tasks, {"k": 3, "temperature": 1.0, "max_new_tokens": 24, "prompt_variant": "compact"}, 7, "bundled"
+    )
+    assert df["parse_error_kind"].isna().all() and (df["final_text"] == df["completion"]).all()
+    assert (df["raw_action"] == df["completion"].map(extract_python_code)).all()
+    assert np.allclose(df["lp_sum_final"], df["lp_sum"]) and (df["n_tokens_final"] == df["n_tokens"]).all()
+    for r in df.itertuples():
+        assert len(r.token_channels) == len(r.code_mask) == r.n_tokens
+        assert set(r.token_channels) <= {"final", "stop"}
+        assert r.n_tokens_code == sum(r.code_mask) <= r.n_tokens
+        assert (r.n_tokens_code > 0) == bool(r.raw_action.strip())
+        picked = [lp for lp, m in zip(r.token_logprobs, r.code_mask) if m]
+        assert math.isclose(r.lp_sum_code, sum(picked), abs_tol=1e-9)
+        if r.finish_reason == "stop":
+            assert r.token_channels[-1] == "stop" and not r.code_mask[-1]  # the stop token is not code

@@ -55,3 +55,16 @@ def test_without_dedupe_every_sample_is_judged(tasks):
     records = evaluate_samples(_samples(tasks), tasks, _evaluation(dedupe=False), lanes=2)
     assert not records["reused_verdict"].any()
     assert records["correct"].tolist() == [True, False, True, False, True, False]
+
+
+def test_a_completion_without_a_final_answer_is_an_error_record_never_run(tasks):
+    """gpt-oss truncated before its final channel: parse_error_kind becomes the record's error_kind."""
+    samples = _samples(tasks)
+    samples["parse_error_kind"] = None
+    samples.loc[samples.index[0], "parse_error_kind"] = "no_final_channel"
+    samples.loc[samples.index[0], "raw_action"] = ""
+    records = evaluate_samples(samples, tasks, _evaluation(dedupe=True), lanes=1)
+    first = records.iloc[0]
+    assert first["error_kind"] == "no_final_channel" and not first["correct"] and first["speedup"] == 0.0
+    assert first["candidate_hash"] is None and first["trials_passed"] == 0
+    assert records.iloc[1:]["error_kind"].ne("no_final_channel").all()

@@ -33,15 +33,20 @@ def rescore(
     adapters: Mapping[int, str],
     chunk: int = 64,
     autocast: str = "none",
+    span: str = "completion",
 ) -> pd.DataFrame:
     """One row per (step, sample): ``lp_sum``, ``lp_mean``, ``n_tokens``, ``nll`` under the
-    checkpoint of each step.
+    checkpoint of each step, summed over the sample's ``span`` tokens (``completion``, ``final``
+    or ``code``, as recorded at sampling: reference-protocol §5.3, §11). The whole completion is
+    always teacher-forced; the span only chooses which tokens' log-probs are summed. A sample
+    with no token in the span (no code extracted) gets NaN.
 
     The base model is loaded once (``backend``); every adapter is loaded into it by name and
     activated in turn. Each task's prompt is checked against the hash recorded at sampling.
     """
     from peft import PeftModel
 
+    from testtime.sampling.harmony import record_span_mask, span_logprob
     from testtime.scoring import score_completions
 
     for pid, g in samples.groupby("problem_id"):
@@ -64,17 +69,19 @@ def rescore(
         for pid, g in ordered.groupby("problem_id", sort=True):
             comps = [list(map(int, t)) for t in g["token_ids"]]
             lps = score_completions(model, prompt_ids[int(pid)], comps, pad, chunk=chunk, autocast=autocast)
-            for sample_index, lp in zip(g["sample_index"], lps):
-                total = float(sum(lp))
+            for record, lp in zip(g.to_dict("records"), lps):
+                mask = record_span_mask(record, span) if span != "completion" else [True] * len(lp)
+                total, n = span_logprob(lp, mask)
                 rows.append(
                     {
                         "step": s,
                         "problem_id": int(pid),
-                        "sample_index": int(sample_index),
-                        "lp_sum": total,
-                        "lp_mean": total / len(lp),
-                        "n_tokens": len(lp),
-                        "nll": -total,
+                        "sample_index": int(record["sample_index"]),
+                        "span": span,
+                        "lp_sum": total if n else float("nan"),
+                        "lp_mean": total / n if n else float("nan"),
+                        "n_tokens": n,
+                        "nll": -total if n else float("nan"),
                     }
                 )
         logger.info("step %d: %d samples re-scored in %.1f s", s, len(ordered), time.monotonic() - started)
@@ -127,6 +134,8 @@ def probe_statistics(scores: pd.DataFrame, evaluations: pd.DataFrame, reading: s
         raise ValueError("probe: some re-scored samples have no evaluation record")
     rows = []
     for step, g in joined.groupby("step", sort=True):
+        scored = g["nll"].notna()  # a sample with no token in the probed span has no NLL
+        g = g[scored]
         rho, p, n = spearman(g["nll"], g["speedup"])
         rho_q, p_q, n_q = bottom_quartile_rho(g["nll"].to_numpy(), g["speedup"].to_numpy(), reading)
         rows.append(
@@ -142,6 +151,7 @@ def probe_statistics(scores: pd.DataFrame, evaluations: pd.DataFrame, reading: s
                 "n_bottom_quartile": n_q,
                 "mean_nll": float(g["nll"].mean()),
                 "median_nll": float(g["nll"].median()),
+                "n_without_span": int((~scored).sum()),
             }
         )
     return pd.DataFrame(rows)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from testtime.analysis import FAST_THRESHOLD, fast_1, require_columns, sample_std, surprisal_vs_confidence
+from testtime.sampling.harmony import span_column
 
 SELECTION_COLUMNS: tuple[str, ...] = ("strategy", "sample_index", "speedup", "fast_1", "n_correct", "n_samples")
 RECORD_COLUMNS: tuple[str, ...] = ("seed", "problem_id", "sample_index", "correct", "speedup")
@@ -200,7 +201,9 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
 def join_records(samples: list[pd.DataFrame], evaluations: list[pd.DataFrame]) -> pd.DataFrame:
     """Sample records joined one-to-one with their evaluation records; every sample must have one."""
     keys = ["seed", "problem_id", "sample_index"]
-    s = pd.concat(samples, ignore_index=True)[keys + ["lp_sum", "lp_mean", "n_tokens", "finish_reason"]]
+    s = pd.concat(samples, ignore_index=True)
+    spans = [c for c in s.columns if c.startswith(("lp_sum_", "lp_mean_", "n_tokens_"))]  # other scored spans
+    s = s[keys + ["lp_sum", "lp_mean", "n_tokens", "finish_reason", *spans]]
     e = pd.concat(evaluations, ignore_index=True)[keys + ["correct", "speedup", "error_kind"]]
     joined = s.merge(e, on=keys, how="inner", validate="one_to_one")
     if len(joined) != len(s):
@@ -208,14 +211,22 @@ def join_records(samples: list[pd.DataFrame], evaluations: list[pd.DataFrame]) -
     return joined
 
 
-def select_records(records: pd.DataFrame, score: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Selection per (seed, task, strategy), Table 3, and surprisal-vs-confidence statistics."""
-    table = selection_table(records, score=score)
+def select_records(
+    records: pd.DataFrame, score: str, span: str = "completion"
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Selection per (seed, task, strategy), Table 3, and surprisal-vs-confidence statistics, with
+    confidence = ``score`` (``lp_mean`` or ``lp_sum``) on the scored ``span`` (``completion``,
+    ``final`` or ``code``, reference-protocol §5.3)."""
+    column = span_column(score, span)
+    if column not in records.columns:
+        raise ValueError(f"selection.span: the sample records have no {column!r} column (sampled before spans were recorded?)")
+    table = selection_table(records, score=column)
     summary = strategy_summary(table)
     stats = surprisal_vs_confidence(table)
     rates = {
         "correct_rate": float(records["correct"].mean()),
         "sample_fast_1": float(fast_1(records["correct"].to_numpy(), records["speedup"].to_numpy()).mean()),
         "n_samples": int(len(records)),
+        "score_column": column,
     }
     return table, summary, {**stats, **rates}

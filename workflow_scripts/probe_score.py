@@ -29,7 +29,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     tasks = tasks.assign(selected=tasks["problem_id"].isin(samples["problem_id"].unique()))
     prompts = task_prompts(backend, tasks, snakemake.params.prompt_variant)
     adapters = dict(enumerate(snakemake.input.adapters))
-    scores = rescore(backend, samples, prompts, adapters, chunk=probe["chunk"], autocast=run["autocast"])
+    scores = rescore(backend, samples, prompts, adapters, chunk=probe["chunk"], autocast=run["autocast"], span=probe["span"])
     scores.insert(0, "run", snakemake.wildcards.run)
     scores.insert(1, "seed", int(snakemake.wildcards.seed))
     upstream = read_provenance(snakemake.input.samples)

@@ -12,7 +12,9 @@ def main(snakemake) -> None:  # noqa: ANN001
         [read_parquet(p) for p in snakemake.input.samples],
         [read_parquet(p) for p in snakemake.input.evaluations],
     )
-    table, summary, stats = select_records(records, score=snakemake.params.selection["score"])
+    table, summary, stats = select_records(
+        records, score=snakemake.params.selection["score"], span=snakemake.params.selection["span"]
+    )
     upstream = [read_provenance(p) for p in snakemake.input.evaluations]
     prov = provenance.build(
         {"selection": snakemake.params.selection, "upstream_config_hashes": sorted({u.get("config_hash") for u in upstream})},

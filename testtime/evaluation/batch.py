@@ -18,10 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from testtime.evaluation.engine import EvalSettings, Evaluator
+from testtime.evaluation.engine import EvalResult, EvalSettings, Evaluator
 from testtime.prompting import candidate_code, candidate_source
 
 logger = logging.getLogger(__name__)
+
+#: Digest prefix of samples judged without running: their completion had no answer to evaluate.
+PARSE_ERROR = "parse-error:"
 
 
 def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dict[str, Any], lanes: int = 1) -> pd.DataFrame:
@@ -29,6 +32,9 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
 
     On a CPU, ``lanes`` evaluation lanes (the job's threads) judge candidates in parallel, each
     pinned to its own core with its own reference worker; on a GPU one candidate runs at a time.
+    A sample whose completion could not be parsed (``parse_error_kind``, e.g. a gpt-oss answer
+    truncated before its final channel) is an error record of that kind, never run: the paper
+    counts it as incorrect.
     """
     settings = EvalSettings.from_config(evaluation)
     code = tasks.set_index("problem_id")["code"]
@@ -39,6 +45,11 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
         problem_src = code[problem_id]
         unique: dict[str, tuple[str, str, str]] = {}
         for n, s in enumerate(group.itertuples()):
+            parse_error = getattr(s, "parse_error_kind", None)
+            if isinstance(parse_error, str):
+                digests[(problem_id, s.sample_index)] = f"{PARSE_ERROR}{parse_error}"
+                first_sample.setdefault((problem_id, f"{PARSE_ERROR}{parse_error}"), s.sample_index)
+                continue
             source = candidate_source(s.raw_action, problem_src, mode=evaluation["assembly"]) if s.raw_action.strip() else ""
             digest = hashlib.sha256(source.encode()).hexdigest()[:16]
             if not evaluation["dedupe"]:
@@ -50,6 +61,11 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
         candidates = list(unique.values())
         units += [(problem_id, problem_src, candidates[i::n_lanes]) for i in range(n_lanes)]
     verdicts = _run_units(units, settings, lanes if settings.device == "cpu" else 1)
+    for key, digest in digests.items():
+        if digest.startswith(PARSE_ERROR):
+            kind = digest[len(PARSE_ERROR) :]
+            message = "the completion has no final answer to evaluate (parsed as Harmony channels)"
+            verdicts[(key[0], digest)] = EvalResult(error_kind=kind, error_message=message, protocol=settings.protocol).as_dict()
     rows = []
     for s in samples.sort_values(["problem_id", "sample_index"]).itertuples():
         digest = digests[(s.problem_id, s.sample_index)]
@@ -58,7 +74,7 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
                 "seed": s.seed,
                 "problem_id": s.problem_id,
                 "sample_index": s.sample_index,
-                "candidate_hash": digest.split(":")[0],
+                "candidate_hash": None if digest.startswith(PARSE_ERROR) else digest.split(":")[0],
                 "reused_verdict": first_sample[(s.problem_id, digest)] != s.sample_index,
                 **verdicts[(s.problem_id, digest)],
             }

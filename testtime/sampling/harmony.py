@@ -57,7 +57,7 @@ content token is labelled ``final``, and the ``final`` span equals the ``complet
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -542,3 +542,57 @@ def span_logprob(token_logprobs: Sequence[float], mask: Sequence[bool]) -> tuple
         raise ValueError(f"{len(token_logprobs)} log-probs for a mask of {len(mask)} tokens")
     picked = [float(lp) for lp, m in zip(token_logprobs, mask) if m]
     return float(sum(picked)), len(picked)
+
+
+#: The scored spans a sample record carries log-prob sums for (``selection.span``, ``probe.span``).
+SPANS: tuple[str, ...] = ("completion", "final", "code")
+
+
+def span_column(score: str, span: str) -> str:
+    """The sample-record column of a score (``lp_mean`` or ``lp_sum``) on a span: the bare name
+    for ``completion`` (the original columns), ``<score>_<span>`` otherwise."""
+    if span not in SPANS:
+        raise ValueError(f"span {span!r}: choose one of {SPANS}")
+    return score if span == "completion" else f"{score}_{span}"
+
+
+def sample_fields(
+    text: str,
+    token_ids: Sequence[int],
+    token_logprobs: Sequence[float],
+    finish_reason: str,
+    decode_fn: Callable[[list[int]], str],
+    extract: Callable[[str], str] | None = None,
+) -> dict[str, object]:
+    """What a sample record adds from parsing its completion: the final-channel text, the code
+    to evaluate (``raw_action``, from the final channel only), why there is none
+    (``parse_error_kind``), one channel label per token, the ``code`` token mask, and
+    ``lp_sum``/``lp_mean``/``n_tokens`` on the ``final`` and ``code`` spans (the ``completion``
+    span is the record's plain ``lp_sum``/``lp_mean``/``n_tokens``)."""
+    stopped = finish_reason == "stop"
+    stop_token = decode_fn([int(token_ids[-1])]) if stopped and len(token_ids) else None
+    parsed = parse_completion(text, stop_token)
+    code, error = final_code(text, extract, stop_token)
+    texts = decode_tokens(token_ids, decode_fn)
+    labels = token_channels(texts, stopped=stopped)
+    code_tokens, _ = code_mask(texts, labels, extract) if error is None else ([False] * len(labels), "")
+    fields: dict[str, object] = {
+        "final_text": parsed.final_text,
+        "raw_action": code,
+        "parse_error_kind": error,
+        "token_channels": list(labels),
+        "code_mask": code_tokens,
+    }
+    for span, mask in (("final", span_mask(labels, "final")), ("code", code_tokens)):
+        total, n = span_logprob(token_logprobs, mask)
+        fields[f"lp_sum_{span}"] = total
+        fields[f"lp_mean_{span}"] = total / n if n else float("nan")
+        fields[f"n_tokens_{span}"] = n
+    return fields
+
+
+def record_span_mask(record: Mapping[str, object], span: str) -> list[bool]:
+    """A sample record's token mask for ``span``, from its ``token_channels`` and ``code_mask``."""
+    if span == "code":
+        return [bool(m) for m in record["code_mask"]]  # type: ignore[union-attr]
+    return span_mask(list(record["token_channels"]), span)  # type: ignore[arg-type]

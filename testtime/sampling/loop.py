@@ -13,6 +13,7 @@ import pandas as pd
 
 from testtime.prompting import build_messages, extract_python_code, prompt_hash
 from testtime.sampling import SamplingParams, row_seed
+from testtime.sampling.harmony import sample_fields
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,16 @@ def sample_tasks(
     seed: int,
     suite: str,
 ) -> pd.DataFrame:
-    """K samples for every selected task; one row per sample."""
+    """K samples for every selected task; one row per sample.
+
+    Each completion is parsed (Harmony channels for gpt-oss; a plain answer otherwise): the code
+    to evaluate comes from the final channel only, and log-probs are summed on every scored span
+    (``completion``, ``final``, ``code``) so selection and the probe can pick one later.
+    """
+
+    def decode_one(ids: list[int]) -> str:
+        return backend.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
     params = SamplingParams(temperature=sampling["temperature"], max_new_tokens=sampling["max_new_tokens"])
     rows = []
     for task in tasks[tasks["selected"]].itertuples():
@@ -55,7 +65,7 @@ def sample_tasks(
                     "lp_mean": c.lp_mean,
                     "surprisal": -c.lp_sum,
                     "surprisal_mean": -c.lp_mean,
-                    "raw_action": extract_python_code(c.text),
+                    **sample_fields(c.text, c.token_ids, c.token_logprobs, c.finish_reason, decode_one, extract_python_code),
                 }
             )
     return pd.DataFrame(rows)
