@@ -24,6 +24,7 @@ except ConfigError as err:
 
 
 include: "rules/common.smk"
+include: "rules/retrieve.smk"
 include: "rules/tasks.smk"
 include: "rules/models.smk"
 include: "rules/sampling.smk"

@@ -8,6 +8,7 @@ import os
 
 from testtime.codehash import script_code_hash
 from testtime.config import canonical
+from testtime.retrieve import is_remote, parse_source
 from testtime.runs import resolve_run, step_settings
 
 
@@ -18,6 +19,10 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.\-]+",
     step=r"\d+",
     name=r"[A-Za-z0-9_.\-]+",
+    host=r"hf|github",
+    owner=r"[A-Za-z0-9_.\-]+",
+    repo=r"[A-Za-z0-9_.\-]+",
+    revision=r"[A-Za-z0-9_.\-]+",
 
 
 RUN = config["run"]
@@ -74,17 +79,91 @@ def ttt_step_dir(run, step):
     return f"results/ttt/{run}/step{step}"
 
 
+# ---------------------------------------------------------------- remote sources (rules/retrieve.smk)
+# An hf:/github: source is fetched by the retrieve rules (the only ones that touch the network)
+# and everything downstream reads the local copy; other sources never plan a retrieve job.
+
+
+def remote_source(registry, name):
+    """The parsed hf:/github: source of `models.<name>` or `suites.<name>`, or None when local."""
+    source = config[registry][name]["source"]
+    if not is_remote(source):
+        return None
+    try:
+        parsed = parse_source(source)
+    except ValueError as err:
+        raise WorkflowError(f"config key '{registry}.{name}.source': {err}") from None
+    if registry == "models" and parsed.host != "hf":
+        raise WorkflowError(f"config key 'models.{name}.source': model weights come from 'hf:ORG/NAME[@REVISION]'")
+    return parsed
+
+
+def retrieved_model_dir(model):
+    """Where retrieve_model exposes an hf: model (links into the download cache)."""
+    return f"results/retrieve/models/{model}"
+
+
+def retrieved_suite_file(source):
+    """Where retrieve_suite writes a hf:/github: suite, one file per source and revision."""
+    return "results/retrieve/suites/{0.host}/{0.owner}/{0.repo}/{0.revision}.parquet".format(source)
+
+
+def retrieve_cache_dir(wildcards, output):
+    """retrieve.cache_dir. Taking `output` keeps this param out of Snakemake's change tracking:
+    where the cache lives changes no result, so moving it reruns nothing."""
+    return config["retrieve"]["cache_dir"]
+
+
+def retrieved_model_source(wc):
+    """The hf: source a retrieve_model job fetches (normalised: a missing revision is 'main')."""
+    source = remote_source("models", wc.model)
+    if source is None:
+        raise WorkflowError(f"config key 'models.{wc.model}.source': not an 'hf:' source, nothing to retrieve")
+    return str(source)
+
+
+def retrieved_source(wc):
+    """The source a retrieve_suite job fetches, rebuilt from its output path."""
+    return f"{wc.host}:{wc.owner}/{wc.repo}@{wc.revision}"
+
+
+def suite_input(wc):
+    """prepare_tasks reads a remote suite from its retrieved parquet file."""
+    source = remote_source("suites", wc.suite)
+    return {"source": retrieved_suite_file(source)} if source else {}
+
+
+def suite_params(suite):
+    """A suite's config as prepare_tasks reads it: a hf:/github: source is replaced by its
+    retrieved file (`retrieved_from` keeps the source); local sources pass unchanged."""
+    spec = cfg("suites", suite)
+    source = remote_source("suites", suite)
+    if source is None:
+        return spec
+    return canonical({**spec, "source": retrieved_suite_file(source), "retrieved_from": spec["source"]})
+
+
 # ---------------------------------------------------------------- models
 
 
+def model_load_path(model):
+    """Where a model's weights are read from: its retrieved directory for an hf: source, else the
+    configured source."""
+    return retrieved_model_dir(model) if remote_source("models", model) else config["models"][model]["source"]
+
+
+def retrieved_model_input(model):
+    return [retrieved_model_dir(model)] if remote_source("models", model) else []
+
+
 def model_dir_input(model):
-    """The materialised model directory, or nothing when the model is used in place."""
-    return [f"results/models/{model}"] if config["models"][model]["materialize"] else []
+    """The materialised model directory, the retrieved one when an hf: model is used in place,
+    or nothing (a local source used in place)."""
+    return [f"results/models/{model}"] if config["models"][model]["materialize"] else retrieved_model_input(model)
 
 
 def model_dir_path(model):
-    spec = config["models"][model]
-    return f"results/models/{model}" if spec["materialize"] else spec["source"]
+    return f"results/models/{model}" if config["models"][model]["materialize"] else model_load_path(model)
 
 
 # ---------------------------------------------------------------- scheduling (config `resources`)

@@ -1,5 +1,7 @@
 rule materialize_model:
     """Convert the configured model once into a local safetensors directory."""
+    input:
+        lambda wc: retrieved_model_input(wc.model),
     output:
         directory("results/models/{model}"),
     log:
@@ -12,7 +14,7 @@ rule materialize_model:
     resources:
         **stage_resources("models"),
     params:
-        source=lambda wc: config["models"][wc.model]["source"],
+        source=lambda wc: model_load_path(wc.model),
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         code=code("materialize_model"),
     script:

@@ -1,5 +1,7 @@
 rule prepare_tasks:
     """Load a task suite, split it like the paper, mark the eval subset that gets sampled."""
+    input:
+        unpack(suite_input),
     output:
         tasks=tasks_file("{suite}"),
         split=split_file("{suite}"),
@@ -11,7 +13,7 @@ rule prepare_tasks:
     resources:
         **stage_resources("tasks"),
     params:
-        suite=lambda wc: cfg("suites", wc.suite),
+        suite=lambda wc: suite_params(wc.suite),
         code=code("prepare_tasks"),
     script:
         "../workflow_scripts/prepare_tasks.py"

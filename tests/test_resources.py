@@ -37,6 +37,8 @@ def test_paper_plan_is_one_model_load_per_sampling_job_and_task_sized_evaluation
     for rule, _ in paper_plan:
         counts[rule] = counts.get(rule, 0) + 1
     assert counts == {
+        "retrieve_model": 1,  # the weights and KernelBench at the paper's commit, fetched once
+        "retrieve_suite": 1,
         "prepare_tasks": 1,
         "sample": 2,
         "evaluate": 10,
@@ -51,7 +53,7 @@ def test_only_gpu_stages_request_gpus(paper_plan):
     by_rule = {rule: res for rule, res in paper_plan}
     assert by_rule["sample"]["gpu"] == "4" and by_rule["sample"]["mem_mb"] == "256000" and by_rule["sample"]["runtime"] == "120"
     assert by_rule["evaluate"]["gpu"] == "1" and by_rule["evaluate"]["mem_mb"] == "64000"
-    for cpu_rule in ("prepare_tasks", "select_samples", "merge_evaluations"):
+    for cpu_rule in ("retrieve_model", "retrieve_suite", "prepare_tasks", "select_samples", "merge_evaluations"):
         assert "gpu" not in by_rule[cpu_rule] and "gpu_model" not in by_rule[cpu_rule], cpu_rule
 
 

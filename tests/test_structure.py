@@ -56,7 +56,7 @@ def test_parsing_the_workflow_imports_no_heavy_module():
     """What rules/common.smk and the Snakefile import at parse time stays light."""
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "import testtime.config, testtime.runs, testtime.codehash\n"
+        "import testtime.config, testtime.runs, testtime.codehash, testtime.retrieve\n"
         "print(sorted(m for m in ('torch', 'scipy', 'pandas', 'numpy', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
