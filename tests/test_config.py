@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -75,3 +76,19 @@ def test_paper_config_plans_its_dag(clean_repo):
 def test_lint_is_clean(clean_repo):
     out = run_snakemake(["--lint"], cwd=clean_repo, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_one_gpu_config_validates_and_plans_figure_4_through_the_retrieve_rules(clean_repo):
+    config = load("config.yaml")
+    with open(ROOT / "config" / "gpu.yaml") as f:
+        overlay = yaml.safe_load(f)
+    from snakemake.utils import update_config
+
+    update_config(config, overlay)
+    validated = validate(config)
+    assert validated["models"]["gpt-oss-20b"]["chat_format"] == "gpt_oss_no_sysprompt"
+    assert all(validated["resources"][s]["gpus"] == 1 for s in ("sampling", "evaluation", "training", "probes"))
+    out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", "config/gpu.yaml"], cwd=clean_repo, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for rule in ("retrieve_model", "retrieve_suite", "sample", "evaluate", "fig4"):
+        assert re.search(rf"^{rule}\s+\d+\s*$", out.stdout, re.M), rule
