@@ -79,6 +79,11 @@ def ttt_step_dir(run, step):
     return f"results/ttt/{run}/step{step}"
 
 
+def ttt_step_file(run, step, name):
+    """A file of one TTT step, e.g. ttt_step_file("{run}", "{step}", "metrics.json")."""
+    return f"{ttt_step_dir(run, step)}/{name}"
+
+
 # ---------------------------------------------------------------- remote sources (rules/retrieve.smk)
 # An hf:/github: source is fetched by the retrieve rules (the only ones that touch the network)
 # and everything downstream reads the local copy; other sources never plan a retrieve job.

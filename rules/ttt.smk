@@ -7,11 +7,11 @@ rule ttt_step:
     input:
         unpack(ttt_step_input),
     output:
-        adapter=directory(f"{ttt_step_dir('{run}', '{step}')}/adapter"),
-        optimizer=f"{ttt_step_dir('{run}', '{step}')}/optimizer.pt",
-        rollouts=f"{ttt_step_dir('{run}', '{step}')}/rollouts.parquet",
-        evaluations=f"{ttt_step_dir('{run}', '{step}')}/evaluations.parquet",
-        metrics=f"{ttt_step_dir('{run}', '{step}')}/metrics.json",
+        adapter=directory(ttt_step_file("{run}", "{step}", "adapter")),
+        optimizer=ttt_step_file("{run}", "{step}", "optimizer.pt"),
+        rollouts=ttt_step_file("{run}", "{step}", "rollouts.parquet"),
+        evaluations=ttt_step_file("{run}", "{step}", "evaluations.parquet"),
+        metrics=ttt_step_file("{run}", "{step}", "metrics.json"),
     log:
         "results/logs/ttt_step/{run}/step{step}.log",
     benchmark:

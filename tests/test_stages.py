@@ -66,5 +66,5 @@ def test_a_completion_without_a_final_answer_is_an_error_record_never_run(tasks)
     records = evaluate_samples(samples, tasks, _evaluation(dedupe=True), lanes=1)
     first = records.iloc[0]
     assert first["error_kind"] == "no_final_channel" and not first["correct"] and first["speedup"] == 0.0
-    assert first["candidate_hash"] is None and first["trials_passed"] == 0
+    assert pd.isna(first["candidate_hash"]) and first["trials_passed"] == 0
     assert records.iloc[1:]["error_kind"].ne("no_final_channel").all()
