@@ -67,11 +67,6 @@ def build(sections: dict[str, Any], **facts: Any) -> dict[str, Any]:
     }
 
 
-def merge(*records: dict[str, Any]) -> dict[str, Any]:
-    """Provenance of an output built from several inputs: upstream records kept by name."""
-    return {"upstream": list(records)}
-
-
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
