@@ -8,7 +8,6 @@ so at step 0 (a zero LoRA) the probe reproduces them. NLL = -lp_sum.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -46,12 +45,12 @@ def rescore(
     """
     from peft import PeftModel
 
+    from testtime.prompting import prompt_hash
     from testtime.sampling.harmony import record_span_mask, span_logprob
     from testtime.scoring import score_completions
 
     for pid, g in samples.groupby("problem_id"):
-        digest = hashlib.sha256(prompts[int(pid)].encode()).hexdigest()[:16]
-        if set(g["prompt_hash"]) != {digest}:
+        if set(g["prompt_hash"]) != {prompt_hash(prompts[int(pid)])}:
             raise ValueError(f"task {pid}: the samples were drawn from a different prompt than the one rendered now")
     steps = sorted(adapters)
     peft = PeftModel.from_pretrained(backend.model, str(adapters[steps[0]]), adapter_name=f"step{steps[0]}")
