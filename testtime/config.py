@@ -104,15 +104,3 @@ def canonical(obj: Any) -> Any:
 
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(canonical(obj), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def code_hash(*paths: str | Path) -> str:
-    """Content hash of library files, passed as a param so library edits rerun their rules."""
-    h = hashlib.sha256()
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
-    for f in sorted(files):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
