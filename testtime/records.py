@@ -22,7 +22,14 @@ def write_parquet(df: pd.DataFrame, path: str | Path, provenance: dict[str, Any]
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[META_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
-    table = table.replace_schema_metadata(meta)
+    write_table_atomic(table.replace_schema_metadata(meta), path)
+
+
+def write_table_atomic(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table as Parquet through a temporary file and a rename: a killed job never
+    leaves a half-written record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     os.close(fd)
     try:

@@ -369,20 +369,12 @@ def suite_rows(records: Iterable[Mapping[str, Any]], origin: str) -> list[dict[s
 def write_suite(rows: list[dict[str, Any]], path: str | Path) -> None:
     """The suite as one parquet file in the KernelBench dataset's column layout (atomically)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from testtime.records import write_table_atomic
 
     schema = pa.schema([("code", pa.string()), ("level", pa.int64()), ("name", pa.string()), ("problem_id", pa.int64())])
     table = pa.Table.from_pylist([{c: r[c] for c in SUITE_COLUMNS} for r in rows], schema=schema)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_table_atomic(table, path)
 
 
 def retrieve_suite(source: str, out_path: str | Path, manifest_path: str | Path, *, cache_dir: str | Path | None = None) -> dict:

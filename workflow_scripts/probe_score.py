@@ -8,22 +8,12 @@ from testtime import provenance
 from testtime.probes import rescore
 from testtime.prompting import task_prompts
 from testtime.records import read_parquet, read_provenance, write_parquet
-from testtime.sampling import make_backend
+from testtime.sampling import training_backend
 
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
-    import torch
-
-    torch.set_num_threads(snakemake.threads)
     probe, model, run = snakemake.params.probe, snakemake.params.model, snakemake.params.run
-    backend = make_backend(
-        "transformers",
-        snakemake.params.model_path,
-        dtype=model["dtype"],
-        device=run["device"],
-        chat_format=model["chat_format"],
-        stop_tokens=model["stop_tokens"],
-    )
+    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
     tasks = tasks.assign(selected=tasks["problem_id"].isin(samples["problem_id"].unique()))

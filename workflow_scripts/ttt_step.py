@@ -6,7 +6,7 @@ from pathlib import Path
 from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
-from testtime.sampling import make_backend
+from testtime.sampling import training_backend
 from testtime.ttt.step import run_step, run_tasks
 
 
@@ -23,19 +23,9 @@ def previous_step(inputs) -> dict | None:  # noqa: ANN001
 
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
-    import torch
-
-    torch.set_num_threads(snakemake.threads)
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
-    backend = make_backend(
-        "transformers",
-        snakemake.params.model_path,
-        dtype=model["dtype"],
-        device=run["device"],
-        chat_format=model["chat_format"],
-        stop_tokens=model["stop_tokens"],
-    )
+    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
     tasks = run_tasks(read_parquet(snakemake.input.tasks), run, f"ttt.runs.{name}")
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output

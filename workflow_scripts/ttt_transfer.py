@@ -6,27 +6,18 @@ from pathlib import Path
 from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
-from testtime.sampling import make_backend
+from testtime.sampling import training_backend
 from testtime.ttt.policy import merge_for_sampling
 from testtime.ttt.rewards import score_step, step_metrics
 from testtime.ttt.step import run_tasks, sample_and_evaluate
 
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
-    import torch
     from peft import PeftModel
 
-    torch.set_num_threads(snakemake.threads)
     spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
     name = snakemake.wildcards.name
-    backend = make_backend(
-        "transformers",
-        snakemake.params.model_path,
-        dtype=model["dtype"],
-        device=target["device"],
-        chat_format=model["chat_format"],
-        stop_tokens=model["stop_tokens"],
-    )
+    backend = training_backend(snakemake.params.model_path, model, target["device"], snakemake.threads)
     peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
     merge_for_sampling(peft)
     backend.model.eval()

@@ -83,3 +83,19 @@ def make_backend(name: str, model_dir: str, **options) -> Backend:
 
         return VllmBackend(model_dir, **options)
     raise ValueError(f"sampling.backend: unknown backend {name!r}; choose 'transformers' or 'vllm'")
+
+
+def training_backend(model_path: str, model: dict[str, Any], device: str, threads: int) -> Backend:
+    """The transformers backend the training-side jobs (TTT steps, transfers, the probe) load:
+    the model's dtype, chat format and stop tokens, on ``device``, with ``threads`` CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return make_backend(
+        "transformers",
+        model_path,
+        dtype=model["dtype"],
+        device=device,
+        chat_format=model["chat_format"],
+        stop_tokens=model["stop_tokens"],
+    )
