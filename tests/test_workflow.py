@@ -242,9 +242,13 @@ def test_ttt_records_and_tables(ttt_workdir):
     # the probe at step 0 (a zero LoRA) reproduces the sampling records' log-probs
     nll = pd.read_parquet(workdir / "results/probes/main-s42/seed42/nll.parquet")
     samples = pd.read_parquet(workdir / "results/samples/smollm2-135m/bundled/seed42.parquet")
-    step0 = nll[nll["step"] == 0].merge(samples, on=["problem_id", "sample_index"], suffixes=("", "_sampled"))
+    # on the probed span (probe.span, default code): the samples' log-prob column of that span
+    assert set(nll["span"]) == {"code"}
+    sampled = samples[["problem_id", "sample_index", "lp_sum_code"]].rename(columns={"lp_sum_code": "lp_sum_sampled"})
+    step0 = nll[nll["step"] == 0].merge(sampled, on=["problem_id", "sample_index"])
     assert len(step0) == len(samples) and set(nll["step"]) == set(range(STEPS + 1))
-    assert (step0["lp_sum"] - step0["lp_sum_sampled"]).abs().max() < 1e-3
+    close = (step0["lp_sum"] - step0["lp_sum_sampled"]).abs() < 1e-3
+    assert (close | (step0["lp_sum"].isna() & step0["lp_sum_sampled"].isna())).all()  # NaN: no code in a sample
     probe = pd.read_csv(workdir / "results/tables/probes/main-s42/seed42/probe.csv")
     assert probe["step"].tolist() == list(range(STEPS + 1)) and (probe["bottom_quartile"] == "indicator").all()
     eq = json.loads((workdir / "results/tables/ttt/equivalent_k.json").read_text())
