@@ -41,6 +41,42 @@ logger = logging.getLogger(__name__)
 
 KB_TOLERANCES = {"float32": (1e-4, 1e-4), "float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
 
+# --- timing and forgery constants (named so that each threshold carries its reason) ---------------
+# Forgery check (H14/H15): a reported time is forged when the parent's own clock saw the call take
+# longer than the report by more than max(FORGERY_FLOOR_NS, FORGERY_FACTOR x the report). The floor
+# is above the round-trip jitter of an idle pipe (~0.1 ms) and a scheduler time slice (~1 ms), so
+# the check only bounds calls longer than about 1 ms; the factor lets a forger gain at most 2x.
+FORGERY_FLOOR_NS = 1_000_000
+FORGERY_FACTOR = 1.0
+# Async-escape guard (GPU): the candidate's host-minus-event gap may exceed the reference's own gap
+# by ASYNC_GAP_REF_FACTOR (launch overheads differ between kernels), plus ASYNC_GAP_EVENT_FRACTION of
+# its event time (synchronize latency grows with the kernel), plus ASYNC_GAP_FLOOR_NS (the
+# spec's 50 us: host-side noise of one synchronize on an idle device).
+ASYNC_GAP_REF_FACTOR = 1.5
+ASYNC_GAP_EVENT_FRACTION = 0.2
+ASYNC_GAP_FLOOR_NS = 50_000
+# Percentile-bootstrap resamples for the speedup CI: 2000 keeps the 2.5/97.5% percentiles stable to
+# about a percent for the 5-20 pairs we time, and costs milliseconds.
+BOOTSTRAP_RESAMPLES = 2000
+# Seeds of the wide (signed) correctness trials start this far above the normal trial seeds, so the
+# two families never share a seed for any realistic correctness_trials.
+WIDE_SEED_OFFSET = 1000
+# --- process housekeeping -------------------------------------------------------------------------
+# The socket receive timeout sits this much above the per-request poll timeout: it only guards
+# reads of a frame that poll() said had started, never the wait for it.
+RECV_TIMEOUT_MARGIN_S = 1
+# After a read fails, how long to wait for the worker's exit status (it is normally already gone).
+CRASH_REAP_S = 1.0
+# On close: time for a worker to leave by itself after "exit", then to die after SIGKILL.
+EXIT_GRACE_S = 0.5
+KILL_GRACE_S = 5.0
+# waitpid(WNOHANG) polling interval while reaping: short against the graces above, cheap on a CPU.
+REAP_POLL_S = 0.01
+# Records keep the last this-many characters of an error message (tracebacks can be huge) ...
+ERROR_MESSAGE_CHARS = 2000
+# ... and of a crashed or hung candidate's own output.
+OUTPUT_TAIL_BYTES = 1000
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -99,7 +135,7 @@ class EvalSettings:
             "threads": self.threads,
             "init_seed": self.init_seed,
             "seeds": seeds,
-            "wide_seeds": [self.seed + 1000 + i for i in range(self.wide_trials)] if hardened else [],
+            "wide_seeds": [self.seed + WIDE_SEED_OFFSET + i for i in range(self.wide_trials)] if hardened else [],
             "wide_scale": self.wide_scale,
             "cast_inputs": self.cast_integer_inputs or not hardened,
             "pytorch_tf32_default": self.pytorch_tf32_default or not hardened,
@@ -167,7 +203,7 @@ class _Worker:
         # poll() only says that some bytes arrived; a worker that writes half a frame would block
         # recv_bytes forever. A socket-level receive timeout bounds every read.
         sock = socket.socket(fileno=os.dup(parent_end.fileno()))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(settings.timeout_s) + 1, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(settings.timeout_s) + RECV_TIMEOUT_MARGIN_S, 0))
         sock.close()
         self.last_rtt_ns = 0
 
@@ -182,7 +218,7 @@ class _Worker:
         try:
             return wire.unpack(self.conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
         except (EOFError, OSError):
-            raise WorkerFailed("crash", f"worker exited (status {self._reap(1.0)}) without answering") from None
+            raise WorkerFailed("crash", f"worker exited (status {self._reap(CRASH_REAP_S)}) without answering") from None
         except ValueError as exc:
             raise WorkerFailed("protocol_error", f"malformed reply: {exc}") from None
 
@@ -223,16 +259,16 @@ class _Worker:
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() >= deadline:
                 return None
-            time.sleep(0.01)
+            time.sleep(REAP_POLL_S)
 
     def close(self) -> None:
         try:
             self.conn.send_bytes(wire.pack({"cmd": "exit"}))
         except (BrokenPipeError, OSError):
             pass
-        self._reap(0.5)
+        self._reap(EXIT_GRACE_S)
         kill_group(self.process.pid)  # the worker's session: anything it forked goes too
-        self._reap(5.0)
+        self._reap(KILL_GRACE_S)
         self.conn.close()
 
 
@@ -263,7 +299,7 @@ def compare(ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, An
     return (None if ok else "numerical_mismatch"), max_diff
 
 
-def bootstrap_median_ci(ratios: list[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_median_ci(ratios: list[float], level: float = 0.95, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the median per-pair ratio."""
     values = np.asarray(ratios, dtype=np.float64)
     if len(values) < 2:
@@ -385,7 +421,7 @@ class Evaluator:
                 self._time_kernelbench(worker, result, remaining)
             result.correct = True
         except WorkerFailed as exc:
-            result.error_kind, result.error_message = exc.kind, exc.message[-2000:]
+            result.error_kind, result.error_message = exc.kind, exc.message[-ERROR_MESSAGE_CHARS:]
             if exc.kind in ("crash", "timeout", "protocol_error"):
                 printed = _tail(os.path.join(cand_dir, "output.log"))
                 if printed:
@@ -492,7 +528,7 @@ class Evaluator:
         overhead = max(0.0, statistics.median(ref_overhead))
         excess = min(rtt - overhead - total for rtt, total in zip(cand_rtt, cand_total))
         reported = statistics.median(cand_total)
-        if excess > max(1_000_000, reported):
+        if excess > max(FORGERY_FLOOR_NS, FORGERY_FACTOR * reported):
             raise WorkerFailed("tampering", f"reported time {reported:.0f} ns, the parent's clock saw at least {excess + reported:.0f} ns")
         method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
         if method == "cuda_event":
@@ -500,7 +536,7 @@ class Evaluator:
             # the candidate's host-minus-event gap, beyond the reference's own, betrays it.
             cand_gap = statistics.median(h - e for h, e in zip(cand_host, cand_ns))
             ref_gap = statistics.median(h - e for h, e in zip(ref_host, ref_ns))
-            if cand_gap > 1.5 * max(ref_gap, 0.0) + 0.2 * statistics.median(cand_ns) + 50_000:
+            if cand_gap > ASYNC_GAP_REF_FACTOR * max(ref_gap, 0.0) + ASYNC_GAP_EVENT_FRACTION * statistics.median(cand_ns) + ASYNC_GAP_FLOOR_NS:
                 result.flags.append("async_escape")
                 raise WorkerFailed(
                     "async_escape",
@@ -539,7 +575,7 @@ class Evaluator:
         result.ref_runtime_trials_us = [r / 1e3 for r in ref]
 
 
-def _tail(path: str, limit: int = 1000) -> str:
+def _tail(path: str, limit: int = OUTPUT_TAIL_BYTES) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
