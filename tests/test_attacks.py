@@ -13,9 +13,11 @@ is not a defence.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from testtime.evaluation import EvalSettings, evaluate_one
+from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
 
@@ -122,7 +124,7 @@ ATTACKS = [
     # H15: forged results and early exits
     ("H15-exit", "import os\nos._exit(0)", RELU, "return x", ("crash",)),
     ("H15-systemexit", "raise SystemExit(0)", RELU, None, ("runtime_error",)),
-    ("H15-forged-ready", "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!I', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("protocol_error", "crash", "runtime_error")),
+    ("H15-forged-ready", "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!Q', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("protocol_error", "crash", "runtime_error")),
     # H16: resource abuse
     ("H16-loop", "while True:\n    pass", RELU, None, ("timeout",)),
     ("H16-alloc", "return torch.empty(50_000_000_000)", RELU, None, ("oom",)),
@@ -138,6 +140,36 @@ ATTACKS = [
 @pytest.mark.parametrize("name, body, problem, screened, kinds", ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_attack_is_rejected_with_a_reason(name, body, problem, screened, kinds):
     rejected(run(body, problem, screened), *kinds)
+
+
+# H15/H16: stall the parent with a partial reply. From inside forward, find the worker's end of
+# the reply socket and write the start of a frame (wire.py: an 8-byte length, then the message),
+# then stall: sleep, or dribble one byte at a time so that no single read ever waits long.
+_REPLY_SOCKETS = """import os, struct, time
+socks = []
+for fd in map(int, os.listdir('/proc/self/fd')):
+    try:
+        if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):
+            socks.append(fd)
+    except OSError:
+        pass
+"""
+STALLS = [
+    ("H15-partial-frame", _REPLY_SOCKETS + "for fd in socks:\n    os.write(fd, struct.pack('!Q', 1000) + b'{\"ok\"')\ntime.sleep(120)\nreturn torch.relu(x)"),
+    ("H15-dribble", _REPLY_SOCKETS + "for fd in socks:\n    os.write(fd, struct.pack('!Q', 100000))\nfor _ in range(240):\n    for fd in socks:\n        os.write(fd, b' ')\n    time.sleep(0.5)\nreturn torch.relu(x)"),
+]
+
+
+@pytest.mark.parametrize("name, body", STALLS, ids=[s[0] for s in STALLS])
+def test_a_partial_reply_is_a_prompt_timeout(name, body):
+    settings = EvalSettings(correctness_trials=1, timing_pairs=2, warmup=0, timeout_s=4, candidate_budget_s=60)
+    with Evaluator(RELU, settings) as ev:
+        started = time.monotonic()
+        result = ev.evaluate(candidate_source(body, RELU), "return torch.relu(x)")  # screen bypassed on purpose
+        elapsed = time.monotonic() - started
+    rejected(result, "timeout")
+    # one per-call timeout, plus forking and loading the candidate worker and killing it
+    assert elapsed < settings.timeout_s + 8, f"{elapsed:.1f} s"
 
 
 def test_sabotage_cannot_reach_the_reference_timing():

@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import statistics
 import tempfile
 import time
@@ -62,9 +61,6 @@ BOOTSTRAP_RESAMPLES = 2000
 # two families never share a seed for any realistic correctness_trials.
 WIDE_SEED_OFFSET = 1000
 # --- process housekeeping -------------------------------------------------------------------------
-# The socket receive timeout sits this much above the per-request poll timeout: it only guards
-# reads of a frame that poll() said had started, never the wait for it.
-RECV_TIMEOUT_MARGIN_S = 1
 # After a read fails, how long to wait for the worker's exit status (it is normally already gone).
 CRASH_REAP_S = 1.0
 # On close: time for a worker to leave by itself after "exit", then to die after SIGKILL.
@@ -190,7 +186,7 @@ class _Worker:
     _ctx = mp.get_context("fork")
 
     def __init__(self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str):
-        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        parent_end, child_end = socket.socketpair()
         self.process = self._ctx.Process(
             target=serve,
             args=(child_end, role, problem_src, candidate_src, settings.worker_settings(), scratch),
@@ -198,25 +194,22 @@ class _Worker:
         )
         self.process.start()
         child_end.close()
-        self.conn = parent_end
+        # Non-blocking, and every message read or written under one overall deadline (wire.recv):
+        # a worker that sends part of a frame and stalls, or dribbles it, is a timeout like one
+        # that never answers.
+        parent_end.setblocking(False)
+        self.sock = parent_end
+        self.fd = parent_end.fileno()
         self.timeout = settings.timeout_s
-        # poll() only says that some bytes arrived; a worker that writes half a frame would block
-        # recv_bytes forever. A socket-level receive timeout bounds every read.
-        sock = socket.socket(fileno=os.dup(parent_end.fileno()))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(settings.timeout_s) + RECV_TIMEOUT_MARGIN_S, 0))
-        sock.close()
         self.last_rtt_ns = 0
 
     def receive(self, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
+        """One whole message, which must arrive within ``timeout`` seconds from now."""
         timeout = self.timeout if timeout is None else timeout
         try:
-            ready = self.conn.poll(timeout)
-        except (EOFError, OSError):
-            ready = True
-        if not ready:
-            raise WorkerFailed("timeout", f"no answer within {timeout:.1f} s")
-        try:
-            return wire.unpack(self.conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
+            return wire.recv(self.fd, time.monotonic() + timeout)
+        except TimeoutError:  # before OSError: it is one
+            raise WorkerFailed("timeout", f"no complete answer within {timeout:.1f} s") from None
         except (EOFError, OSError):
             raise WorkerFailed("crash", f"worker exited (status {self._reap(CRASH_REAP_S)}) without answering") from None
         except ValueError as exc:
@@ -226,8 +219,10 @@ class _Worker:
         nonce = secrets.token_hex(8)
         started = time.perf_counter_ns()
         try:
-            self.conn.send_bytes(wire.pack({"cmd": op, "set": index, "nonce": nonce, **extra}))
-        except (BrokenPipeError, OSError):
+            wire.send(self.fd, {"cmd": op, "set": index, "nonce": nonce, **extra}, deadline=time.monotonic() + (self.timeout if timeout is None else timeout))
+        except TimeoutError:
+            raise WorkerFailed("timeout", "the worker does not read its requests") from None
+        except OSError:
             raise WorkerFailed("crash", "worker exited before the request") from None
         header, payload = self._answer(nonce, timeout)
         self.last_rtt_ns = time.perf_counter_ns() - started
@@ -263,13 +258,13 @@ class _Worker:
 
     def close(self) -> None:
         try:
-            self.conn.send_bytes(wire.pack({"cmd": "exit"}))
-        except (BrokenPipeError, OSError):
+            wire.send(self.fd, {"cmd": "exit"}, deadline=time.monotonic() + EXIT_GRACE_S)
+        except OSError:  # gone already, or not reading (TimeoutError is an OSError)
             pass
         self._reap(EXIT_GRACE_S)
         kill_group(self.process.pid)  # the worker's session: anything it forked goes too
         self._reap(KILL_GRACE_S)
-        self.conn.close()
+        self.sock.close()
 
 
 def compare(ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float) -> tuple[str | None, float | None]:

@@ -376,7 +376,7 @@ class _Harness:
 
     def serve(self) -> None:
         while True:
-            cmd, _ = wire.unpack(self.conn.recv_bytes())
+            cmd, _ = wire.recv(self.conn.fileno())
             op = cmd.get("cmd")
             if op == "exit":
                 return
@@ -562,7 +562,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _reply(conn: Any, header: dict[str, Any], payload: bytes = b"") -> None:
-    conn.send_bytes(wire.pack(header, payload))
+    wire.send(conn.fileno(), header, payload)
 
 
 def kill_group(pid: int) -> None:
