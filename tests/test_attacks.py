@@ -13,7 +13,9 @@ is not a defence.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import pytest
 
@@ -118,6 +120,14 @@ ATTACKS = [
     ("H13-thread", "import threading\nthreading.Thread(target=lambda: None).start()\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
     ("H13-thread-runtime", "import threading, time\nthreading.Thread(target=time.sleep, args=(5,), daemon=True).start()\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
     ("H13-fork-runtime", "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    ("H13-raw-thread-runtime", "import _thread, time\n_thread.start_new_thread(time.sleep, (5,))\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    ("H13-nice-self-runtime", "import os\nos.setpriority(os.PRIO_PROCESS, 0, -5)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering", "runtime_error")),
+    ("H13-affinity-self-runtime", "import os\nos.sched_setaffinity(0, {0})\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
+    # H4 by scheduling: slow the reference worker, or the evaluation parent (which forks the next
+    # workers), by priority or affinity: seccomp fails the call (EPERM)
+    ("H4-renice-reference-runtime", "import os\n" + "{parents}" + "for p in refs:\n    os.setpriority(os.PRIO_PROCESS, p, 19)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
+    ("H4-renice-parent-runtime", "import os\n" + "{parents}" + "os.setpriority(os.PRIO_PROCESS, parent, 19)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
+    ("H4-pin-parent-runtime", "import os\n" + "{parents}" + "os.sched_setaffinity(parent, {0})\nos.sched_setaffinity(refs[0], {0})\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
     # H14: timer tampering
     ("H14-timer", "import time\ntime.perf_counter_ns = lambda: 0\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
     ("H14-timer-setattr-runtime", "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
@@ -137,9 +147,137 @@ ATTACKS = [
 ]
 
 
+# The evaluation parent (the worker's keeper's parent) and the reference worker (a grandchild of
+# the parent under another keeper), found from inside forward.
+PARENTS = """def ppid(p):
+    s = open(f'/proc/{p}/stat').read()
+    return int(s[s.rfind(')') + 2:].split()[1])
+parent = ppid(os.getppid())
+refs = []
+for p in os.listdir('/proc'):
+    try:
+        if p.isdigit() and ppid(ppid(int(p))) == parent and ppid(int(p)) != os.getppid():
+            refs.append(int(p))
+    except (OSError, ValueError, IndexError):
+        pass
+"""
+ATTACKS = [(n, b.replace("{parents}", PARENTS), p, s, k) for n, b, p, s, k in ATTACKS]
+
+
 @pytest.mark.parametrize("name, body, problem, screened, kinds", ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_attack_is_rejected_with_a_reason(name, body, problem, screened, kinds):
     rejected(run(body, problem, screened), *kinds)
+
+
+SCHEDULING = [a for a in ATTACKS if a[0].startswith("H4-") and ("renice" in a[0] or "pin" in a[0])]
+
+
+@pytest.mark.parametrize("name, body, problem, screened, kinds", SCHEDULING, ids=[a[0] for a in SCHEDULING])
+def test_scheduling_tampering_is_caught_without_seccomp(name, body, problem, screened, kinds):
+    # Where seccomp is unavailable the call succeeds; the parent's check before every timing pair
+    # then rejects the candidate, restores its own scheduling and restarts the reference worker.
+    before = (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0))
+    settings = EvalSettings(correctness_trials=2, timing_pairs=2, warmup=1, timeout_s=10, candidate_budget_s=40, seccomp=False)
+    with Evaluator(problem, settings) as ev:
+        result = ev.evaluate(candidate_source(body, problem), screened)
+        rejected(result, "tampering")
+        assert "no_seccomp" in result.flags
+        assert (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0)) == before
+        assert ev.reference.scheduling() <= ev.reference_scheduling  # restarted if it was touched
+        assert ev.evaluate(candidate_source("return torch.relu(x)", problem), "return torch.relu(x)").correct
+
+
+# H13: work done off the clock. A thread that keeps working after forward returns must end before
+# the harness goes on (else "thread left running"), and the CPU time it spent then counts as the
+# call's; threads working in parallel within the call, beyond the allotted core, count by their
+# CPU time too (time = CPU time / allotted cores).
+AFTER_RETURN = """import threading
+def later():
+    y = x.clone()
+    for _ in range(20):
+        torch.relu(y)
+threading.Thread(target=later).start()
+return torch.relu(x)"""
+PARALLEL = """import threading
+out = torch.empty_like(x)
+h = x.shape[0] // 2
+def half():
+    for _ in range(10):
+        torch.clamp(x[:h], min=0, out=out[:h])
+t = threading.Thread(target=half)
+t.start()
+for _ in range(10):
+    torch.clamp(x[h:], min=0, out=out[h:])
+t.join()
+return out"""
+
+
+def test_work_after_return_is_caught_or_counted():
+    result = run(AFTER_RETURN, screened="return torch.relu(x)")
+    if result.correct:
+        assert "cpu_time_counted" in result.flags
+    else:
+        rejected(result, "tampering")
+
+
+def test_parallel_threads_are_counted_by_cpu_time():
+    for _ in range(3):
+        result = run(PARALLEL, screened="return torch.relu(x)")
+        assert result.correct, f"{result.error_kind}: {result.error_message}"
+        if "cpu_time_counted" in result.flags:
+            return
+    if os.getloadavg()[0] >= (os.cpu_count() or 1):
+        pytest.skip("the machine is too busy for two threads to run in parallel")
+    pytest.fail("two threads worked in parallel on one allotted core and were not counted")
+
+
+# H13: a daemon (fork, setsid, fork again, exec) escapes the worker's process group and is
+# reparented away from the worker; it must still die with the evaluation. The marker in its
+# command line finds it in /proc.
+def _daemon(marker: str, work: str) -> str:
+    return f"""child = os.fork()
+if child == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, '-c', {work!r}, {marker!r}])
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and stat[stat.rfind(")") + 2] not in "ZX":
+            found.append(int(pid))
+    return found
+
+
+DAEMONS = [
+    ("sleeping", "import time; time.sleep(600)", "forward"),
+    ("cpu-burning", "while True: pass", "forward"),
+    ("sleeping-from-load", "import time; time.sleep(600)", "load"),
+]
+
+
+@pytest.mark.parametrize("name, work, where", DAEMONS, ids=[d[0] for d in DAEMONS])
+def test_a_daemon_dies_with_its_evaluation(name, work, where):
+    marker = f"testtime-attack-{uuid.uuid4().hex}"
+    if where == "forward":
+        body = "import os, sys\n" + _daemon(marker, work) + "return torch.relu(x)"
+        source = candidate_source(body, RELU)
+    else:  # module level of a full ModelNew module: runs while the candidate loads
+        source = RELU + "\nimport os, sys\n" + _daemon(marker, work) + "\nclass ModelNew(Model):\n    pass\n"
+    result = evaluate_one(RELU, source, SETTINGS, "return torch.relu(x)")  # screen bypassed on purpose
+    rejected(result, "tampering")
+    assert _alive(marker) == [], "a process started by the candidate outlived its evaluation"
 
 
 # H15/H16: stall the parent with a partial reply. From inside forward, find the worker's end of

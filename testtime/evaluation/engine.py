@@ -19,12 +19,13 @@ Two protocols share this engine (``EvalSettings.protocol``):
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
+import struct
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,9 +33,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from testtime.evaluation import wire
+from testtime.evaluation import sandbox, wire
 from testtime.evaluation.screen import screen
-from testtime.evaluation.worker import kill_group, serve
+from testtime.evaluation.worker import supervise
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ WIDE_SEED_OFFSET = 1000
 # --- process housekeeping -------------------------------------------------------------------------
 # After a read fails, how long to wait for the worker's exit status (it is normally already gone).
 CRASH_REAP_S = 1.0
+# A worker's keeper reports the worker's pid right after forking it.
+KEEPER_START_S = 30.0
 # On close: time for a worker to leave by itself after "exit", then to die after SIGKILL.
 EXIT_GRACE_S = 0.5
 KILL_GRACE_S = 5.0
@@ -100,6 +103,7 @@ class EvalSettings:
     init_seed: int = 42
     ci_level: float = 0.95
     landlock: bool = True
+    seccomp: bool = True  # candidate workers may not touch other processes' scheduling, limits, memory or signals
     cpu_core: int | None = None  # pin reference and candidate workers to this core (CPU timing)
 
     @classmethod
@@ -138,6 +142,7 @@ class EvalSettings:
             "no_grad": hardened,
             "hardened": hardened,
             "landlock": self.landlock,
+            "seccomp": self.seccomp,
             "pool_size": self.pool_size if hardened else 1,
             "inner_repeats": self.inner_repeats if hardened and self.device == "cpu" else 1,
             "cpu_core": self.cpu_core,
@@ -181,19 +186,40 @@ class WorkerFailed(Exception):
 
 
 class _Worker:
-    """A forked worker process and the parent's end of its pipe."""
-
-    _ctx = mp.get_context("fork")
+    """A worker process under its keeper (``worker.supervise``), and the parent's end of its
+    socket. ``keeper`` and ``pid`` are the two processes' ids."""
 
     def __init__(self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str):
+        self.contained = role == "candidate"  # checked for processes and threads after every answer
+        self.baseline_threads: int | None = None
+        self.ready_scheduling: set[tuple[Any, ...]] = set()
         parent_end, child_end = socket.socketpair()
-        self.process = self._ctx.Process(
-            target=serve,
-            args=(child_end, role, problem_src, candidate_src, settings.worker_settings(), scratch),
-            daemon=True,
-        )
-        self.process.start()
+        pid_read, pid_write = os.pipe()
+        worker_settings = settings.worker_settings()
+        # A plain fork, not multiprocessing: this class reaps its own processes, and multiprocessing
+        # would keep polling (and at exit SIGTERM) pids it never saw exit.
+        keeper = os.fork()
+        if keeper == 0:  # pragma: no cover - runs in the child
+            try:
+                parent_end.close()
+                os.close(pid_read)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)  # a candidate reading stdin reads nothing of the workflow's
+                os.close(devnull)
+                supervise(child_end, pid_write, role, problem_src, candidate_src, worker_settings, scratch)
+            finally:
+                os._exit(70)
+        self.keeper = keeper
+        self.reaped = False
         child_end.close()
+        os.close(pid_write)
+        try:
+            # the keeper reports its worker's pid right after forking it (trusted code, no wait to speak of)
+            self.pid: int | None = struct.unpack("!i", wire.read_exact(pid_read, 4, time.monotonic() + KEEPER_START_S))[0]
+        except (OSError, EOFError):
+            self.pid = None
+        finally:
+            os.close(pid_read)
         # Non-blocking, and every message read or written under one overall deadline (wire.recv):
         # a worker that sends part of a frame and stalls, or dribbles it, is a timeout like one
         # that never answers.
@@ -228,7 +254,32 @@ class _Worker:
         self.last_rtt_ns = time.perf_counter_ns() - started
         if op == "time":
             self._answer(nonce, timeout)  # "settled": the worker's checks of that call passed
+        self.check_contained()
         return header, payload
+
+    def check_contained(self) -> None:
+        """A candidate's processes and threads, from the kernel's view (which candidate code
+        cannot fool): no process outside the worker, no thread beyond those it was ready with."""
+        if not self.contained:
+            return
+        if strays := self.strays():
+            raise WorkerFailed("tampering", f"process(es) {strays[:5]} started by the candidate left running outside its worker")
+        threads = self.threads()
+        if self.baseline_threads is None:
+            self.baseline_threads = threads
+        elif threads > self.baseline_threads:
+            raise WorkerFailed("tampering", f"{threads - self.baseline_threads} thread(s) left running in the worker ({threads}, ready with {self.baseline_threads})")
+
+    def threads(self) -> int:
+        """The worker's threads, as the kernel counts them."""
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return 0
+
+    def scheduling(self) -> set[tuple[Any, ...]]:
+        """(affinity, nice, policy) of each of the worker's threads."""
+        return set(_scheduling_of(self.pid)) if self.pid is not None else set()
 
     def _answer(self, nonce: str, timeout: float | None) -> tuple[dict[str, Any], bytes]:
         header, payload = self.receive(timeout)
@@ -239,32 +290,64 @@ class _Worker:
         return header, payload
 
     def _reap(self, grace: float) -> int | None:
-        """Exit status once the worker is gone, waiting at most ``grace`` seconds.
-
-        Not ``Process.join``: the worker closes the descriptor behind multiprocessing's exit
-        sentinel, after which join() believes it has exited and blocks in waitpid.
-        """
+        """The keeper's exit status (the worker's) once it is gone, waiting at most ``grace`` seconds."""
         deadline = time.monotonic() + grace
-        while True:
+        while not self.reaped:
             try:
-                pid, status = os.waitpid(self.process.pid, os.WNOHANG)
+                pid, status = os.waitpid(self.keeper, os.WNOHANG)
             except ChildProcessError:
+                self.reaped = True
                 return None
             if pid:
+                self.reaped = True
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() >= deadline:
                 return None
             time.sleep(REAP_POLL_S)
+        return None
 
-    def close(self) -> None:
-        try:
-            wire.send(self.fd, {"cmd": "exit"}, deadline=time.monotonic() + EXIT_GRACE_S)
-        except OSError:  # gone already, or not reading (TimeoutError is an OSError)
-            pass
-        self._reap(EXIT_GRACE_S)
-        kill_group(self.process.pid)  # the worker's session: anything it forked goes too
-        self._reap(KILL_GRACE_S)
+    def strays(self) -> list[int]:
+        """Processes the worker started that live outside it: the keeper's children other than
+        the worker (an orphan, e.g. a double-forked daemon, is reparented to the keeper)."""
+        return [pid for pid in sandbox.children(self.keeper) if pid != self.pid]
+
+    def close(self, graceful: bool = True) -> None:
+        """End the worker and everything it started; nothing outlives this call. ``graceful``:
+        ask it to exit first (pointless for one that stopped answering)."""
+        if graceful:
+            try:
+                wire.send(self.fd, {"cmd": "exit"}, deadline=time.monotonic() + EXIT_GRACE_S)
+            except OSError:  # gone already, or not reading (TimeoutError is an OSError)
+                pass
+            self._reap(EXIT_GRACE_S)
+        if not self.reaped:
+            if self.pid is not None:
+                sandbox.kill_group(self.pid)  # the worker's session, atomically: fork loops in it stop at once
+            # then the whole subtree below the keeper, setsid daemons included; the keeper then exits
+            sandbox.kill_tree(self.keeper)
+            self._reap(KILL_GRACE_S)
+        if not self.reaped:  # a keeper that does not exit (it never should): end it, and its tree
+            sandbox.kill_tree(self.keeper)
+            os.kill(self.keeper, signal.SIGKILL)
+            self._reap(KILL_GRACE_S)
         self.sock.close()
+
+
+def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
+    """(affinity, nice, policy) of every thread of ``pid`` (0: the calling thread only)."""
+    tids = [0]
+    if pid:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return []
+    found = []
+    for tid in tids:
+        try:
+            found.append((tuple(sorted(os.sched_getaffinity(tid))), os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)))
+        except OSError:
+            continue  # a thread that just ended
+    return found
 
 
 def compare(ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float) -> tuple[str | None, float | None]:
@@ -317,6 +400,11 @@ class Evaluator:
         self.reference_error: str | None = None
         self.wide_skipped: list[int] = []
         self.n_normal = settings.correctness_trials
+        # (affinity, nice, policy) of the reference worker's threads and of the parent's own thread
+        # (which workers inherit), checked before every timing pair
+        self.reference_scheduling: set[tuple[Any, ...]] = set()
+        self.parent_scheduling = _scheduling_of(0)
+        self.reference_tainted = False
 
     def __enter__(self) -> "Evaluator":
         self._start_reference()
@@ -351,6 +439,7 @@ class Evaluator:
                     self.wide_skipped.append(index)
             for _ in range(self.settings.warmup):
                 self.reference.request("time", 0)
+            self.reference_scheduling = self.reference.scheduling()
         except WorkerFailed as exc:
             self.reference_error = f"{exc.kind}: {exc.message}"
             logger.error("reference failed: %s", self.reference_error)
@@ -393,6 +482,7 @@ class Evaluator:
                 result.error_message = "; ".join(str(f) for f in findings)
                 return
         cand_dir = tempfile.mkdtemp(prefix="candidate-", dir=self.scratch)
+        self.parent_scheduling = _scheduling_of(0)
         worker = _Worker("candidate", self.problem_src, candidate_src, self.settings, cand_dir)
         deadline = time.monotonic() + self.settings.candidate_budget_s
 
@@ -407,6 +497,10 @@ class Evaluator:
             if header.get("ok") is not True:
                 raise WorkerFailed(str(header.get("kind", "load_error")), str(header.get("error", "")))
             result.sandbox = str(header.get("sandbox", ""))
+            if not header.get("seccomp"):
+                result.flags.append("no_seccomp")  # other processes' scheduling is then only verified, not protected
+            worker.check_contained()  # processes left from loading; the thread count it is ready with
+            worker.ready_scheduling = worker.scheduling()
             self._check_correctness(worker, result, remaining)
             if self.settings.hardened:
                 self._time_interleaved(worker, result, remaining)
@@ -414,6 +508,8 @@ class Evaluator:
                     self._check_timed_outputs(worker, result, remaining)
             else:
                 self._time_kernelbench(worker, result, remaining)
+            if self.settings.hardened:
+                self._check_scheduling(worker)  # nothing it did after its last timing may reach the next candidate
             result.correct = True
         except WorkerFailed as exc:
             result.error_kind, result.error_message = exc.kind, exc.message[-ERROR_MESSAGE_CHARS:]
@@ -422,8 +518,40 @@ class Evaluator:
                 if printed:
                     result.error_message += f"\n--- candidate output (tail) ---\n{printed}"
         finally:
-            worker.close()
+            worker.close(graceful=result.error_kind not in ("timeout", "crash", "protocol_error"))
             shutil.rmtree(cand_dir, ignore_errors=True)
+            if self.reference is not None and not self.reference.scheduling() <= self.reference_scheduling:
+                self.reference_tainted = True
+            if self.reference_tainted:  # its timings can no longer be trusted
+                self.reference_tainted = False
+                self._restart_reference()
+
+    def _check_scheduling(self, worker: _Worker) -> None:
+        """Before a timing pair: nobody's affinity, priority or policy changed (seccomp forbids
+        changing other processes' where available; this check also covers where it is not)."""
+        assert self.reference is not None
+        changed = []
+        if _scheduling_of(0) != self.parent_scheduling:
+            changed.append("the evaluation parent's")
+            self._restore_parent_scheduling()
+        if not self.reference.scheduling() <= self.reference_scheduling:
+            changed.append("the reference worker's")
+            self.reference_tainted = True
+        if not worker.scheduling() <= worker.ready_scheduling:
+            changed.append("its own")
+        if changed:
+            raise WorkerFailed("tampering", f"scheduling (CPU affinity, priority or policy) changed: {', '.join(changed)}")
+
+    def _restore_parent_scheduling(self) -> None:
+        if not self.parent_scheduling:
+            return
+        affinity, nice, policy = self.parent_scheduling[0]
+        try:
+            os.sched_setaffinity(0, affinity)
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as exc:  # raising one's own priority back needs privilege
+            logger.warning("could not restore the evaluation process's scheduling: %s", exc)
 
     def _compare(self, index: int, meta: dict[str, Any], payload: bytes, result: EvalResult) -> str | None:
         try:
@@ -489,6 +617,7 @@ class Evaluator:
             worker.request("time", i % pool, remaining())
         ref_ns, cand_ns, ref_host, cand_host, cand_total, cand_rtt, ref_overhead = [], [], [], [], [], [], []
         for pair in range(self.settings.timing_pairs):
+            self._check_scheduling(worker)
             # GPU: every pair times a fresh input set (cheap to generate there), so nothing timed
             # was seen before; its output is judged right after. CPU: a rotating pool of sets.
             index = len(self.reference_outputs) + pair if self.settings.on_gpu else pair % pool
@@ -507,6 +636,8 @@ class Evaluator:
                     if not isinstance(ns, (int, float)) or not ns > 0:
                         raise WorkerFailed("protocol_error", "bad timing reply")
                     cand_ns.append(float(ns))
+                    if header.get("cpu_counted") and "cpu_time_counted" not in result.flags:
+                        result.flags.append("cpu_time_counted")  # it worked on more cores than allotted
                     cand_host.append(float(header.get("host_ns", ns)))
                     cand_total.append(float(header.get("total_ns", header.get("host_ns", ns))))
                     cand_rtt.append(float(worker.last_rtt_ns))

@@ -48,13 +48,13 @@ def recv(fd: int, deadline: float | None = None, limit: int = MAX_MESSAGE_BYTES)
     Raises TimeoutError when the deadline passes, EOFError when the peer closed, ValueError on a
     malformed frame or message.
     """
-    (size,) = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
+    (size,) = _FRAME.unpack(read_exact(fd, _FRAME.size, deadline))
     if size > limit:
         raise ValueError(f"frame of {size} bytes announced (limit {limit})")
-    return unpack(_read_exact(fd, size, deadline))
+    return unpack(read_exact(fd, size, deadline))
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     chunks, got = [], 0
     while got < n:
         _wait(fd, select.POLLIN, deadline)
