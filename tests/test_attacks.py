@@ -14,6 +14,8 @@ is not a defence.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -84,6 +86,7 @@ ATTACKS = [
     # H2: memoise across calls
     ("H2-self-cache", "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo", RELU, None, ("forbidden_construct",)),
     ("H2-self-cache-runtime", "if not hasattr(self, 'memo'):\n    self.memo = torch.relu(x)\nreturn self.memo", RELU, "return x", ("numerical_mismatch",)),
+    ("H2-default-memo", "def memo(t, cache={}):\n    if t.shape not in cache:\n        cache[t.shape] = torch.relu(t)\n    return cache[t.shape]\nreturn memo(x)", RELU, None, ("forbidden_construct",)),
     ("H2-global-cache", "CACHE = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        k = x.shape\n        if k not in CACHE:\n            CACHE[k] = torch.relu(x)\n        return CACHE[k]", RELU, None, ("forbidden_construct",)),
     # H3: side stream (static screen on CPU; runtime guard on GPU)
     ("H3-side-stream", "s = torch.cuda.Stream()\nwith torch.cuda.stream(s):\n    y = torch.relu(x)\nreturn y", RELU, None, ("forbidden_construct",)),
@@ -95,6 +98,7 @@ ATTACKS = [
     ("H5-allclose-runtime", "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a: True\nreturn torch.zeros_like(x)", RELU, "return x", ("numerical_mismatch", "tampering")),
     # H6: read the reference's answer from frames or the heap
     ("H6-frames", "import sys\nf = sys._getframe(1)\nreturn f.f_locals['ref']", RELU, None, ("forbidden_construct",)),
+    ("H6-torch-sys", "f = torch.sys._getframe(1)\nreturn f.f_locals['ref']", RELU, None, ("forbidden_construct",)),
     ("H6-gc-runtime", "import gc\nts = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.shape == x.shape and o is not x]\nreturn ts[0] if ts else x * 0", RELU, "return x", ("numerical_mismatch", "output_aliases_input", "input_mutation")),
     # H7: mutate inputs in place
     ("H7-inplace", "x.relu_()\nreturn x", RELU, None, ("input_mutation", "output_aliases_input")),
@@ -130,6 +134,9 @@ ATTACKS = [
     ("H4-pin-parent-runtime", "import os\n" + "{parents}" + "os.sched_setaffinity(parent, {0})\nos.sched_setaffinity(refs[0], {0})\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
     # H14: timer tampering
     ("H14-timer", "import time\ntime.perf_counter_ns = lambda: 0\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
+    # ... or of the harness's own timers, found on the heap: the CPU time is then counted instead,
+    # and with that clock forged too, the parent's round-trip clock (less preemption) catches it
+    ("H14-harness-timer-runtime", "import gc, itertools\nfor o in gc.get_objects():\n    if type(o).__name__ == '_Harness' and not hasattr(o._perf, '__code__'):\n        tick = itertools.count()\n        o._perf = lambda: next(tick) * 1000\n        o._cpu = lambda: 0\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
     ("H14-timer-setattr-runtime", "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("tampering",)),
     # H15: forged results and early exits
     ("H15-exit", "import os\nos._exit(0)", RELU, "return x", ("crash",)),
@@ -332,6 +339,10 @@ LEGITIMATE = [
     ("cross-entropy", "return torch.nn.functional.cross_entropy(predictions, targets)", TASKS["CrossEntropyLoss"].code),
     ("hardtanh-unit", "return x.clamp(-1.0, 1.0)", HARDTANH_UNIT),
     ("matmul", "return A @ B", TASKS["Matmul_square"].code),
+    # once rejected by the screen, though nothing in them can game the evaluator
+    ("functools-partial", "from functools import partial\npositive = partial(torch.clamp, min=0)\nreturn positive(x)", RELU),
+    ("list-default-helper", "import torch\nimport torch.nn as nn\n\n\ndef positive_part(t, dims=[0, 1]):\n    assert t.dim() >= len(dims)\n    return t.clamp(min=0)\n\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n        super().__init__()\n\n    def forward(self, x):\n        return positive_part(x)\n", RELU),
+    ("local-named-input", "input = x.contiguous()\nreturn torch.relu(input)", RELU),
 ]
 
 
@@ -342,3 +353,25 @@ def test_legitimate_rewrites_pass(name, body, problem):
     assert result.paper_correct and result.speedup > 0
     assert result.fast_1 == (result.speedup > 1.0)
     assert result.fast_1_sig == (result.speedup_ci_low > 1.0)
+
+
+@pytest.fixture(scope="class")
+def cpu_burner():
+    """A neighbour process spinning on every core, for as long as the class using it runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.mark.usefixtures("cpu_burner")
+class TestOnABusyMachine:
+    """A busy machine must never turn a correct kernel into a rejection (once, the forgery check
+    called a correct kernel ``tampering`` on a loaded 2-core machine): the legitimate set again,
+    beside a neighbour spinning on every core."""
+
+    @pytest.mark.parametrize("name, body, problem", LEGITIMATE, ids=[c[0] for c in LEGITIMATE])
+    def test_legitimate_rewrites_pass_beside_a_cpu_burner(self, name, body, problem):
+        result = run(body, problem)
+        assert result.correct, f"{result.error_kind}: {result.error_message}"

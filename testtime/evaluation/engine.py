@@ -35,7 +35,7 @@ import numpy as np
 
 from testtime.evaluation import sandbox, wire
 from testtime.evaluation.screen import screen
-from testtime.evaluation.worker import supervise
+from testtime.evaluation.worker import run_delay, supervise
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ KB_TOLERANCES = {"float32": (1e-4, 1e-4), "float16": (1e-2, 1e-2), "bfloat16": (
 
 # --- timing and forgery constants (named so that each threshold carries its reason) ---------------
 # Forgery check (H14/H15): a reported time is forged when the parent's own clock saw the call take
-# longer than the report by more than max(FORGERY_FLOOR_NS, FORGERY_FACTOR x the report). The floor
+# longer than the report by more than max(FORGERY_FLOOR_NS, FORGERY_FACTOR x the report), both
+# without the time spent waiting for a CPU (see _time_interleaved). The floor
 # is above the round-trip jitter of an idle pipe (~0.1 ms) and a scheduler time slice (~1 ms), so
 # the check only bounds calls longer than about 1 ms; the factor lets a forger gain at most 2x.
 FORGERY_FLOOR_NS = 1_000_000
@@ -190,7 +191,9 @@ class _Worker:
     socket. ``keeper`` and ``pid`` are the two processes' ids."""
 
     def __init__(self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str):
-        self.contained = role == "candidate"  # checked for processes and threads after every answer
+        # a hardened candidate is checked for processes and threads after every answer (under
+        # KernelBench's protocol too, whatever it started dies with it, unchecked)
+        self.contained = role == "candidate" and settings.hardened
         self.baseline_threads: int | None = None
         self.ready_scheduling: set[tuple[Any, ...]] = set()
         parent_end, child_end = socket.socketpair()
@@ -228,6 +231,8 @@ class _Worker:
         self.fd = parent_end.fileno()
         self.timeout = settings.timeout_s
         self.last_rtt_ns = 0
+        self.last_wait_ns = 0
+        self.schedstat = f"/proc/{self.pid}/task/{self.pid}/schedstat"
 
     def receive(self, timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
         """One whole message, which must arrive within ``timeout`` seconds from now."""
@@ -243,6 +248,7 @@ class _Worker:
 
     def request(self, op: str, index: int, timeout: float | None = None, **extra: Any) -> tuple[dict[str, Any], bytes]:
         nonce = secrets.token_hex(8)
+        waited = run_delay(self.schedstat) + run_delay()
         started = time.perf_counter_ns()
         try:
             wire.send(self.fd, {"cmd": op, "set": index, "nonce": nonce, **extra}, deadline=time.monotonic() + (self.timeout if timeout is None else timeout))
@@ -252,6 +258,8 @@ class _Worker:
             raise WorkerFailed("crash", "worker exited before the request") from None
         header, payload = self._answer(nonce, timeout)
         self.last_rtt_ns = time.perf_counter_ns() - started
+        # of which the worker's timing thread or this one sat runnable but waiting for a core
+        self.last_wait_ns = run_delay(self.schedstat) + run_delay() - waited
         if op == "time":
             self._answer(nonce, timeout)  # "settled": the worker's checks of that call passed
         self.check_contained()
@@ -331,6 +339,13 @@ class _Worker:
             os.kill(self.keeper, signal.SIGKILL)
             self._reap(KILL_GRACE_S)
         self.sock.close()
+
+
+def _worked(header: dict[str, Any]) -> float:
+    """A timing reply's total call time less the time the worker says it spent preempted."""
+    total = float(header.get("total_ns", header.get("host_ns", header["ns"])))
+    wait = header.get("wait_ns", 0)
+    return total - (float(wait) if isinstance(wait, (int, float)) and 0 <= wait <= total else 0.0)
 
 
 def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
@@ -616,6 +631,7 @@ class Evaluator:
             self.reference.request("time", i % pool)
             worker.request("time", i % pool, remaining())
         ref_ns, cand_ns, ref_host, cand_host, cand_total, cand_rtt, ref_overhead = [], [], [], [], [], [], []
+        cand_work: list[float] = []
         for pair in range(self.settings.timing_pairs):
             self._check_scheduling(worker)
             # GPU: every pair times a fresh input set (cheap to generate there), so nothing timed
@@ -629,7 +645,7 @@ class Evaluator:
                     header, _ = self.reference.request("time", index)
                     ref_ns.append(float(header["ns"]))
                     ref_host.append(float(header.get("host_ns", header["ns"])))
-                    ref_overhead.append(self.reference.last_rtt_ns - float(header.get("total_ns", header.get("host_ns", header["ns"]))))
+                    ref_overhead.append(self.reference.last_rtt_ns - self.reference.last_wait_ns - _worked(header))
                 else:
                     header, _ = worker.request("time", index, remaining())
                     ns = header.get("ns")
@@ -640,7 +656,8 @@ class Evaluator:
                         result.flags.append("cpu_time_counted")  # it worked on more cores than allotted
                     cand_host.append(float(header.get("host_ns", ns)))
                     cand_total.append(float(header.get("total_ns", header.get("host_ns", ns))))
-                    cand_rtt.append(float(worker.last_rtt_ns))
+                    cand_work.append(_worked(header))
+                    cand_rtt.append(float(worker.last_rtt_ns - worker.last_wait_ns))
                 prints[who] = header.get("fp")
             if self.settings.on_gpu:
                 if prints["ref"] != prints["cand"]:
@@ -648,14 +665,23 @@ class Evaluator:
                 header, payload = worker.request("last", index, remaining())
                 if (kind := self._verdict_of(index, header, payload, result)) is not None:
                     raise WorkerFailed("timed_output_mismatch", f"output of a timed call on fresh set {index}: {kind}")
-        # A reported time far below what the parent's own clock saw is forged (H14/H15): the
-        # candidate's round trip minus the reference's IPC overhead bounds its true call time.
-        # Preemption inflates some round trips, forgery inflates all: judge by the best pair.
+        # A reported time far below what the parent's own clock saw is forged (H14/H15). Waiting
+        # is taken out of both sides before they are compared: from the round trip, the run-queue
+        # delay of the worker's timing thread and of the parent's thread (kernel accounting out of
+        # the candidate's reach); from the reported time, the worker's own count of its run-queue
+        # delay within the calls (a worker that under-counts only raises its excess). What is left
+        # is time on a CPU, which a busy neighbour preempting either side does not inflate. (The
+        # raw comparison rejected an honest kernel on a loaded 2-core machine: 2.98 ms reported,
+        # 6.27 ms in the best of three round trips.) The reference's round trips, corrected the
+        # same way, calibrate the harness's own work (IPC, cloning inputs); whatever else inflates
+        # a round trip (a GC pause in the parent) inflates some, forgery all: judge by the best pair.
         overhead = max(0.0, statistics.median(ref_overhead))
-        excess = min(rtt - overhead - total for rtt, total in zip(cand_rtt, cand_total))
-        reported = statistics.median(cand_total)
-        if excess > max(FORGERY_FLOOR_NS, FORGERY_FACTOR * reported):
-            raise WorkerFailed("tampering", f"reported time {reported:.0f} ns, the parent's clock saw at least {excess + reported:.0f} ns")
+        excess = min(rtt - overhead - work for rtt, work in zip(cand_rtt, cand_work))
+        worked = statistics.median(cand_work)
+        limit = max(FORGERY_FLOOR_NS, FORGERY_FACTOR * worked)
+        logger.debug("forgery bound: reported %.0f ns (%.0f ns not waiting), excess %.0f ns, limit %.0f ns", statistics.median(cand_total), worked, excess, limit)
+        if excess > limit:
+            raise WorkerFailed("tampering", f"reported time {worked:.0f} ns (not counting preemption), the parent's clock saw at least {excess + worked:.0f} ns")
         method = "cuda_event" if self.settings.device.startswith("cuda") else "perf_counter"
         if method == "cuda_event":
             # Work left on side streams shows in device-synchronised host time, not in events:

@@ -209,6 +209,16 @@ def _cpu_clock() -> Any:
 CPU_NS = _cpu_clock()  # bound when the (trusted) parent imports this module
 
 
+def run_delay(path: str = "/proc/thread-self/schedstat") -> int:
+    """Nanoseconds a thread (default: the calling one) has spent runnable but waiting for a CPU:
+    the kernel's run-queue delay, the second field of its schedstat; 0 where not accounted."""
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Integrity:
     """What the harness recorded before candidate code ran, and the check against it."""
 
@@ -408,10 +418,11 @@ class _Harness:
             # per sample makes per-pair ratios bimodal (measured 0.2x-5x for identical code).
             # The process's CPU time (every thread, and children it waited for) is read around each
             # call too: work on more cores than allotted is counted as if done on the allotted ones.
-            times, counted, cpu_total = [], [], 0
+            times, counted, cpu_total, waited = [], [], 0, 0
             for repeat in range(self.inner_repeats):
                 if repeat:
                     inputs = self.source.get(index)
+                w0 = run_delay()
                 c0 = self._cpu()
                 t0 = self._perf()
                 out = self.model(*inputs)
@@ -421,6 +432,7 @@ class _Harness:
                     # call returned counts too (work moved outside the timed window)
                     settle_threads(self.integrity.threads)
                 cpu = self._cpu() - c0
+                waited += run_delay() - w0
                 times.append(wall)
                 counted.append(counted_time(wall, cpu, self.cores) if self.cores else wall)
                 cpu_total += cpu
@@ -429,6 +441,9 @@ class _Harness:
             info["cpu_ns"] = cpu_total
             info["cpu_counted"] = counted != times
             info["total_ns"] = sum(times)  # what the parent's round-trip clock must roughly agree with
+            # of which this thread sat runnable, waiting for a core (preempted): the parent takes
+            # waiting out of both its clock and this total before comparing them
+            info["wait_ns"] = waited
         else:
             out = self.model(*inputs)
             self._sync()
