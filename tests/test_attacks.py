@@ -13,9 +13,15 @@ is not a defence.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import uuid
+
 import pytest
 
-from testtime.evaluation import EvalSettings, evaluate_one
+from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
 
@@ -93,6 +99,13 @@ ATTACKS = [
         ("numerical_mismatch",),
     ),
     (
+        "H2-default-memo",
+        "def memo(t, cache={}):\n    if t.shape not in cache:\n        cache[t.shape] = torch.relu(t)\n    return cache[t.shape]\nreturn memo(x)",
+        RELU,
+        None,
+        ("forbidden_construct",),
+    ),
+    (
         "H2-global-cache",
         "CACHE = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        k = x.shape\n        if k not in CACHE:\n            CACHE[k] = torch.relu(x)\n        return CACHE[k]",
         RELU,
@@ -121,6 +134,7 @@ ATTACKS = [
     ),
     # H6: read the reference's answer from frames or the heap
     ("H6-frames", "import sys\nf = sys._getframe(1)\nreturn f.f_locals['ref']", RELU, None, ("forbidden_construct",)),
+    ("H6-torch-sys", "f = torch.sys._getframe(1)\nreturn f.f_locals['ref']", RELU, None, ("forbidden_construct",)),
     (
         "H6-gc-runtime",
         "import gc\nts = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.shape == x.shape and o is not x]\nreturn ts[0] if ts else x * 0",
@@ -206,8 +220,63 @@ ATTACKS = [
         "return torch.relu(x)",
         ("tampering",),
     ),
+    (
+        "H13-raw-thread-runtime",
+        "import _thread, time\n_thread.start_new_thread(time.sleep, (5,))\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
+    (
+        "H13-nice-self-runtime",
+        "import os\nos.setpriority(os.PRIO_PROCESS, 0, -5)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering", "runtime_error"),
+    ),
+    (
+        "H13-affinity-self-runtime",
+        "import os\nos.sched_setaffinity(0, {0})\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
+    # H4 by scheduling: slow the reference worker, or the evaluation parent (which forks the next
+    # workers), by priority or affinity: seccomp fails the call (EPERM)
+    (
+        "H4-renice-reference-runtime",
+        "import os\n" + "{parents}" + "for p in refs:\n    os.setpriority(os.PRIO_PROCESS, p, 19)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("runtime_error",),
+    ),
+    (
+        "H4-renice-parent-runtime",
+        "import os\n" + "{parents}" + "os.setpriority(os.PRIO_PROCESS, parent, 19)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("runtime_error",),
+    ),
+    (
+        "H4-pin-parent-runtime",
+        "import os\n"
+        + "{parents}"
+        + "os.sched_setaffinity(parent, {0})\nos.sched_setaffinity(refs[0], {0})\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("runtime_error",),
+    ),
     # H14: timer tampering
     ("H14-timer", "import time\ntime.perf_counter_ns = lambda: 0\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
+    # ... or of the harness's own timers, found on the heap: the CPU time is then counted instead,
+    # and with that clock forged too, the parent's round-trip clock (less preemption) catches it
+    (
+        "H14-harness-timer-runtime",
+        "import gc, itertools\nfor o in gc.get_objects():\n    if type(o).__name__ == '_Harness' and not hasattr(o._perf, '__code__'):\n        tick = itertools.count()\n        o._perf = lambda: next(tick) * 1000\n        o._cpu = lambda: 0\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
+        ("tampering",),
+    ),
     (
         "H14-timer-setattr-runtime",
         "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)",
@@ -220,7 +289,7 @@ ATTACKS = [
     ("H15-systemexit", "raise SystemExit(0)", RELU, None, ("runtime_error",)),
     (
         "H15-forged-ready",
-        "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!I', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)",
+        "import os, json, struct\nh = json.dumps({'ok': True, 'phase': 'ready', 'n_sets': 1}).encode()\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n        os.write(fd, struct.pack('!Q', len(h) + 4) + struct.pack('!I', len(h)) + h)\n    except OSError:\n        pass\nreturn torch.relu(x)",
         RELU,
         "return torch.relu(x)",
         ("protocol_error", "crash", "runtime_error"),
@@ -243,9 +312,175 @@ ATTACKS = [
 ]
 
 
+# The evaluation parent (the worker's keeper's parent) and the reference worker (a grandchild of
+# the parent under another keeper), found from inside forward.
+PARENTS = """def ppid(p):
+    s = open(f'/proc/{p}/stat').read()
+    return int(s[s.rfind(')') + 2:].split()[1])
+parent = ppid(os.getppid())
+refs = []
+for p in os.listdir('/proc'):
+    try:
+        if p.isdigit() and ppid(ppid(int(p))) == parent and ppid(int(p)) != os.getppid():
+            refs.append(int(p))
+    except (OSError, ValueError, IndexError):
+        pass
+"""
+ATTACKS = [(n, b.replace("{parents}", PARENTS), p, s, k) for n, b, p, s, k in ATTACKS]
+
+
 @pytest.mark.parametrize("name, body, problem, screened, kinds", ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_attack_is_rejected_with_a_reason(name, body, problem, screened, kinds):
     rejected(run(body, problem, screened), *kinds)
+
+
+SCHEDULING = [a for a in ATTACKS if a[0].startswith("H4-") and ("renice" in a[0] or "pin" in a[0])]
+
+
+@pytest.mark.parametrize("name, body, problem, screened, kinds", SCHEDULING, ids=[a[0] for a in SCHEDULING])
+def test_scheduling_tampering_is_caught_without_seccomp(name, body, problem, screened, kinds):
+    # Where seccomp is unavailable the call succeeds; the parent's check before every timing pair
+    # then rejects the candidate, restores its own scheduling and restarts the reference worker.
+    before = (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0))
+    settings = EvalSettings(correctness_trials=2, timing_pairs=2, warmup=1, timeout_s=10, candidate_budget_s=40, seccomp=False)
+    with Evaluator(problem, settings) as ev:
+        result = ev.evaluate(candidate_source(body, problem), screened)
+        rejected(result, "tampering")
+        assert "no_seccomp" in result.flags
+        assert (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0)) == before
+        assert ev.reference.scheduling() <= ev.reference_scheduling  # restarted if it was touched
+        assert ev.evaluate(candidate_source("return torch.relu(x)", problem), "return torch.relu(x)").correct
+
+
+# H13: work done off the clock. A thread that keeps working after forward returns must end before
+# the harness goes on (else "thread left running"), and the CPU time it spent then counts as the
+# call's; threads working in parallel within the call, beyond the allotted core, count by their
+# CPU time too (time = CPU time / allotted cores).
+AFTER_RETURN = """import threading
+def later():
+    y = x.clone()
+    for _ in range(20):
+        torch.relu(y)
+threading.Thread(target=later).start()
+return torch.relu(x)"""
+PARALLEL = """import threading
+out = torch.empty_like(x)
+h = x.shape[0] // 2
+def half():
+    for _ in range(10):
+        torch.clamp(x[:h], min=0, out=out[:h])
+t = threading.Thread(target=half)
+t.start()
+for _ in range(10):
+    torch.clamp(x[h:], min=0, out=out[h:])
+t.join()
+return out"""
+
+
+def test_work_after_return_is_caught_or_counted():
+    result = run(AFTER_RETURN, screened="return torch.relu(x)")
+    if result.correct:
+        assert "cpu_time_counted" in result.flags
+    else:
+        rejected(result, "tampering")
+
+
+def test_parallel_threads_are_counted_by_cpu_time():
+    for _ in range(3):
+        result = run(PARALLEL, screened="return torch.relu(x)")
+        assert result.correct, f"{result.error_kind}: {result.error_message}"
+        if "cpu_time_counted" in result.flags:
+            return
+    if os.getloadavg()[0] >= (os.cpu_count() or 1):
+        pytest.skip("the machine is too busy for two threads to run in parallel")
+    pytest.fail("two threads worked in parallel on one allotted core and were not counted")
+
+
+# H13: a daemon (fork, setsid, fork again, exec) escapes the worker's process group and is
+# reparented away from the worker; it must still die with the evaluation. The marker in its
+# command line finds it in /proc.
+def _daemon(marker: str, work: str) -> str:
+    return f"""child = os.fork()
+if child == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, '-c', {work!r}, {marker!r}])
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and stat[stat.rfind(")") + 2] not in "ZX":
+            found.append(int(pid))
+    return found
+
+
+DAEMONS = [
+    ("sleeping", "import time; time.sleep(600)", "forward"),
+    ("cpu-burning", "while True: pass", "forward"),
+    ("sleeping-from-load", "import time; time.sleep(600)", "load"),
+]
+
+
+@pytest.mark.parametrize("name, work, where", DAEMONS, ids=[d[0] for d in DAEMONS])
+def test_a_daemon_dies_with_its_evaluation(name, work, where):
+    marker = f"testtime-attack-{uuid.uuid4().hex}"
+    if where == "forward":
+        body = "import os, sys\n" + _daemon(marker, work) + "return torch.relu(x)"
+        source = candidate_source(body, RELU)
+    else:  # module level of a full ModelNew module: runs while the candidate loads
+        source = RELU + "\nimport os, sys\n" + _daemon(marker, work) + "\nclass ModelNew(Model):\n    pass\n"
+    result = evaluate_one(RELU, source, SETTINGS, "return torch.relu(x)")  # screen bypassed on purpose
+    rejected(result, "tampering")
+    assert _alive(marker) == [], "a process started by the candidate outlived its evaluation"
+
+
+# H15/H16: stall the parent with a partial reply. From inside forward, find the worker's end of
+# the reply socket and write the start of a frame (wire.py: an 8-byte length, then the message),
+# then stall: sleep, or dribble one byte at a time so that no single read ever waits long.
+_REPLY_SOCKETS = """import os, struct, time
+socks = []
+for fd in map(int, os.listdir('/proc/self/fd')):
+    try:
+        if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):
+            socks.append(fd)
+    except OSError:
+        pass
+"""
+STALLS = [
+    (
+        "H15-partial-frame",
+        _REPLY_SOCKETS
+        + "for fd in socks:\n    os.write(fd, struct.pack('!Q', 1000) + b'{\"ok\"')\ntime.sleep(120)\nreturn torch.relu(x)",
+    ),
+    (
+        "H15-dribble",
+        _REPLY_SOCKETS
+        + "for fd in socks:\n    os.write(fd, struct.pack('!Q', 100000))\nfor _ in range(240):\n    for fd in socks:\n        os.write(fd, b' ')\n    time.sleep(0.5)\nreturn torch.relu(x)",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, body", STALLS, ids=[s[0] for s in STALLS])
+def test_a_partial_reply_is_a_prompt_timeout(name, body):
+    settings = EvalSettings(correctness_trials=1, timing_pairs=2, warmup=0, timeout_s=4, candidate_budget_s=60)
+    with Evaluator(RELU, settings) as ev:
+        started = time.monotonic()
+        result = ev.evaluate(candidate_source(body, RELU), "return torch.relu(x)")  # screen bypassed on purpose
+        elapsed = time.monotonic() - started
+    rejected(result, "timeout")
+    # one per-call timeout, plus forking and loading the candidate worker and killing it
+    assert elapsed < settings.timeout_s + 8, f"{elapsed:.1f} s"
 
 
 def test_sabotage_cannot_reach_the_reference_timing():
@@ -278,6 +513,14 @@ LEGITIMATE = [
     ("cross-entropy", "return torch.nn.functional.cross_entropy(predictions, targets)", TASKS["CrossEntropyLoss"].code),
     ("hardtanh-unit", "return x.clamp(-1.0, 1.0)", HARDTANH_UNIT),
     ("matmul", "return A @ B", TASKS["Matmul_square"].code),
+    # once rejected by the screen, though nothing in them can game the evaluator
+    ("functools-partial", "from functools import partial\npositive = partial(torch.clamp, min=0)\nreturn positive(x)", RELU),
+    (
+        "list-default-helper",
+        "import torch\nimport torch.nn as nn\n\n\ndef positive_part(t, dims=[0, 1]):\n    assert t.dim() >= len(dims)\n    return t.clamp(min=0)\n\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n        super().__init__()\n\n    def forward(self, x):\n        return positive_part(x)\n",
+        RELU,
+    ),
+    ("local-named-input", "input = x.contiguous()\nreturn torch.relu(input)", RELU),
 ]
 
 
@@ -288,3 +531,25 @@ def test_legitimate_rewrites_pass(name, body, problem):
     assert result.paper_correct and result.speedup > 0
     assert result.fast_1 == (result.speedup > 1.0)
     assert result.fast_1_sig == (result.speedup_ci_low > 1.0)
+
+
+@pytest.fixture(scope="class")
+def cpu_burner():
+    """A neighbour process spinning on every core, for as long as the class using it runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.mark.usefixtures("cpu_burner")
+class TestOnABusyMachine:
+    """A busy machine must never turn a correct kernel into a rejection (once, the forgery check
+    called a correct kernel ``tampering`` on a loaded 2-core machine): the legitimate set again,
+    beside a neighbour spinning on every core."""
+
+    @pytest.mark.parametrize("name, body, problem", LEGITIMATE, ids=[c[0] for c in LEGITIMATE])
+    def test_legitimate_rewrites_pass_beside_a_cpu_burner(self, name, body, problem):
+        result = run(body, problem)
+        assert result.correct, f"{result.error_kind}: {result.error_message}"

@@ -128,6 +128,16 @@ def test_kernelbench_protocol_accepts_what_hardened_rejects():
     assert judge("return x", problem).error_kind == "output_aliases_input"
 
 
+def test_cpu_time_beyond_the_allotted_cores_counts():
+    from testtime.evaluation.worker import counted_time
+
+    assert counted_time(1_000_000, 900_000, 1) == 1_000_000  # one thread: wall time
+    assert counted_time(1_000_000, 1_050_000, 1) == 1_000_000  # clock reads, accounting noise
+    assert counted_time(1_000_000, 2_000_000, 1) == 2_000_000  # two cores' work on one allotted core
+    assert counted_time(10_000_000, 19_000_000, 2) == 10_000_000  # two allotted cores, both used
+    assert counted_time(10_000_000, 40_000_000, 2) == 20_000_000
+
+
 def test_compare_and_ci_helpers():
     ref = np.ones((2, 2), dtype=np.float32)
     meta = {"kind": "tensor", "dtype": "torch.float32", "device": "cpu", "strides": [2, 1]}

@@ -1,23 +1,39 @@
 """Confinement of a candidate worker process (Linux), applied before candidate code loads.
 
 - A new session, so the parent can kill everything the candidate forks with one ``killpg``.
+- A keeper process above each worker is a child subreaper (``set_child_subreaper``): whatever
+  the candidate forks, double-forked and ``setsid`` daemons included, is reparented to the keeper
+  rather than to init, so it stays in the keeper's subtree, where ``kill_tree`` finds and kills
+  it. Unprivileged, and needs neither systemd nor cgroups.
 - rlimits: address space (CPU only; CUDA reserves huge virtual ranges), file size, no core dumps.
 - Landlock (Linux >= 5.13): the process may read and execute only the interpreter, its packages
   and system libraries, read/write only its scratch directory, and (ABI >= 4) neither bind nor
   connect TCP sockets, and (ABI >= 6) not signal processes outside its domain. Results, caches and the rest of the file system are invisible to it.
   Where Landlock is unavailable the record says ``sandbox: rlimits`` instead of ``landlock``.
+- seccomp (x86_64, aarch64): ``protect_others`` stops the process from changing the scheduling
+  (affinity, priority, policy), limits or I/O priority of any process but itself, and from
+  ptrace or cross-process memory access; ``no_signals_out`` (installed once the candidate has
+  loaded, so that compilers it runs may still manage their children) stops it from signalling
+  any process but itself. Both fail the call with EPERM; they hold where Landlock is missing or
+  too old to scope signals.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import platform
 import resource
+import signal
 import sys
 import sysconfig
+from collections.abc import Callable
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _RULE_PATH_BENEATH = 1
 
 # LANDLOCK_ACCESS_FS_* bits
@@ -122,3 +138,265 @@ def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True
     else:
         writable = ()
     return "landlock" if landlock(scratch, device, writable=writable) else "rlimits"
+
+
+# --- process trees -----------------------------------------------------------------------------
+
+
+def set_child_subreaper(parent_death_signal: int | None = signal.SIGTERM) -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux >= 3.4).
+
+    ``parent_death_signal``: delivered to this process when its parent dies, so that a keeper
+    never outlives the evaluation that started it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if parent_death_signal is not None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(parent_death_signal), 0, 0, 0)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads), zombies included; [] once it is gone."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _identity(pid: int) -> tuple[int, int] | None:
+    """(pid, start time) of a process that has not exited, else None. The start time tells a
+    reused pid from the process that had it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie holds no resources and runs no code
+        return None
+    return pid, int(fields[19])
+
+
+def is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (or is gone)."""
+    return _identity(pid) is None
+
+
+def _live_descendants(pid: int) -> list[tuple[int, int]]:
+    found, queue, seen = [], [pid], {pid}
+    while queue:
+        for child in children(queue.pop(0)):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+                if (identity := _identity(child)) is not None:
+                    found.append(identity)
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, breadth first."""
+    return [p for p, _ in _live_descendants(pid)]
+
+
+def kill_tree(root: int, rounds: int = 1000) -> int:
+    """SIGKILL every process below ``root`` (not ``root`` itself), until a round finds none it
+    has not killed already. A process with SIGKILL pending runs no more code and forks no more
+    (the kernel aborts a fork in flight), so it is done with even while its exit takes time.
+
+    ``root`` should be a child subreaper: a process whose parent is killed first is reparented
+    to it and found on the next round, as are processes forked between two rounds. Returns how
+    many processes the last round still found new (0: the whole subtree is dead or dying).
+    """
+    killed: set[tuple[int, int]] = set()
+    fresh: list[tuple[int, int]] = []
+    for _ in range(rounds):
+        fresh = [p for p in _live_descendants(root) if p not in killed]
+        if not fresh:
+            return 0
+        for pid, _ in fresh:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        killed.update(fresh)
+    return len(fresh)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group (= session) led by ``pid``: atomic against fork loops in it."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- seccomp -------------------------------------------------------------------------------------
+
+# Syscall numbers (checked against linux/unistd.h: asm/unistd_64.h and asm-generic/unistd.h).
+_SYSCALLS = {
+    "x86_64": {
+        "arch": 0xC000003E,
+        "seccomp": 317,
+        "clone": 56,
+        "clone3": 435,
+        "setpriority": 141,
+        "sched_setparam": 142,
+        "sched_setscheduler": 144,
+        "sched_setaffinity": 203,
+        "sched_setattr": 314,
+        "prlimit64": 302,
+        "ioprio_set": 251,
+        "ptrace": 101,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "pidfd_getfd": 438,
+        "kill": 62,
+        "tkill": 200,
+        "tgkill": 234,
+        "rt_sigqueueinfo": 129,
+        "rt_tgsigqueueinfo": 297,
+        "pidfd_send_signal": 424,
+    },
+    "aarch64": {
+        "arch": 0xC00000B7,
+        "seccomp": 277,
+        "clone": 220,
+        "clone3": 435,
+        "setpriority": 140,
+        "sched_setparam": 118,
+        "sched_setscheduler": 119,
+        "sched_setaffinity": 122,
+        "sched_setattr": 274,
+        "prlimit64": 261,
+        "ioprio_set": 30,
+        "ptrace": 117,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "pidfd_getfd": 438,
+        "kill": 129,
+        "tkill": 130,
+        "tgkill": 131,
+        "rt_sigqueueinfo": 138,
+        "rt_tgsigqueueinfo": 240,
+        "pidfd_send_signal": 424,
+    },
+}
+_X32_SYSCALL_BIT = 0x40000000
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
+_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _arg(i: int) -> int:
+    """Offset of the low 32 bits of syscall argument ``i`` in struct seccomp_data (little endian).
+    The pid, which and who arguments are C ints: the kernel ignores the high half."""
+    return 16 + 8 * i
+
+
+def _program(table: dict[str, int], rules: dict[str, list[tuple[int, set[int]]] | None]) -> list[tuple[int, int, int, int]]:
+    """A BPF program: for each syscall in ``rules``, allow it only when every (argument, allowed
+    values) condition holds (None: never), else fail it with EPERM; everything else is allowed.
+    A foreign architecture or x32 call fails with ENOSYS."""
+    deny, nosys = _RET_ERRNO | errno.EPERM, _RET_ERRNO | errno.ENOSYS
+    prog: list[tuple[int, int, int, int]] = [
+        (_LD_W_ABS, 0, 0, 4),
+        (_JEQ_K, 1, 0, table["arch"]),
+        (_RET_K, 0, 0, nosys),
+        (_LD_W_ABS, 0, 0, 0),
+    ]
+    if table is _SYSCALLS["x86_64"]:
+        prog += [(_JGE_K, 0, 1, _X32_SYSCALL_BIT), (_RET_K, 0, 0, nosys)]
+    for name, conditions in rules.items():
+        block: list[tuple[int, int, int, int]] = []
+        for arg, values in conditions or []:
+            # load the argument; on the first matching value skip to the next condition, else deny
+            values = sorted(values)
+            block.append((_LD_W_ABS, 0, 0, _arg(arg)))
+            for i, value in enumerate(values):
+                block.append((_JEQ_K, len(values) - i, 0, value))
+            block.append(("DENY", 0, 0, 0))
+        block.append((_RET_K, 0, 0, _RET_ALLOW) if conditions else (_RET_K, 0, 0, deny))
+        if conditions:
+            block.append((_RET_K, 0, 0, deny))
+        # resolve the "DENY" markers: jump to the block's final ret-deny
+        resolved = []
+        for pos, (code, jt, jf, k) in enumerate(block):
+            if code == "DENY":
+                resolved.append((0x05, 0, 0, len(block) - 1 - pos - 1))  # BPF_JMP|BPF_JA
+            else:
+                resolved.append((code, jt, jf, k))
+        prog.append((_JEQ_K, 0, len(resolved), table[name]))
+        prog += resolved  # every path through a block returns: the accumulator still holds nr after it
+    prog.append((_RET_K, 0, 0, _RET_ALLOW))
+    return prog
+
+
+def _install(rules_of: Callable[[dict[str, int]], dict[str, list[tuple[int, set[int]]] | None]]) -> bool:
+    table = _SYSCALLS.get(platform.machine())
+    if table is None:
+        return False
+    prog = _program(table, rules_of(table))
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    # TSYNC: every thread of the process (torch's pool included) gets the filter, not only this one
+    return libc.syscall(table["seccomp"], _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) == 0
+
+
+def protect_others() -> bool:
+    """seccomp: scheduling, limits and memory of other processes are out of reach; False when
+    this platform has no seccomp filter support (or an unknown architecture)."""
+    me = {0, os.getpid()}
+
+    def rules(table: dict[str, int]) -> dict[str, list[tuple[int, set[int]]] | None]:
+        return {
+            "setpriority": [(0, {0}), (1, me)],  # PRIO_PROCESS of itself only (not PRIO_PGRP/PRIO_USER)
+            "sched_setaffinity": [(0, me)],
+            "sched_setscheduler": [(0, me)],
+            "sched_setparam": [(0, me)],
+            "sched_setattr": [(0, me)],
+            "prlimit64": [(0, me)],
+            "ioprio_set": [(0, {1}), (1, me)],  # IOPRIO_WHO_PROCESS of itself only
+            "ptrace": None,
+            "process_vm_readv": None,
+            "process_vm_writev": None,
+            "pidfd_getfd": None,
+        }
+
+    return _install(rules)
+
+
+def no_signals_out() -> bool:
+    """seccomp: signals only to this process itself (kill(0) reaches its own process group)."""
+    me = {0, os.getpid()}
+
+    def rules(table: dict[str, int]) -> dict[str, list[tuple[int, set[int]]] | None]:
+        return {
+            "kill": [(0, me)],
+            "tgkill": [(0, {os.getpid()})],
+            "rt_sigqueueinfo": [(0, {os.getpid()})],
+            "rt_tgsigqueueinfo": [(0, {os.getpid()})],
+            "tkill": None,
+            "pidfd_send_signal": None,
+        }
+
+    return _install(rules)

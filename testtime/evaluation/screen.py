@@ -4,6 +4,12 @@ A ``forward`` rewrite has no use for frames, the garbage collector, ctypes, thre
 files, sockets, global numeric switches or replacing functions of torch; those are how a
 candidate games a verifier (evaluator.md §3.3). Rejections name the construct and line.
 The screen sees only the candidate's own code, never the (trusted) reference it is joined to.
+
+It is a cheap first filter, not the defence: it rejects only what legitimate kernel code has
+no use for, and the runtime defences behind it (isolation, integrity checks, fresh inputs,
+timed-output checks) hold without it. So names are resolved by scope: a forbidden name the
+candidate binds itself (a local ``input``, a parameter ``time``) is its own variable, and a
+mutable default argument is rejected only where the function mutates it.
 """
 
 from __future__ import annotations
@@ -11,8 +17,26 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-ALLOWED_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "typing", "torch.utils.cpp_extension"}
-FORBIDDEN_NAMES = {
+# Pure-computation modules besides torch: nothing in them reaches the process, files or the harness.
+ALLOWED_IMPORTS = {
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "math",
+    "typing",
+    "torch.utils.cpp_extension",
+    "functools",
+    "itertools",
+    "operator",
+    "collections",
+    "numbers",
+    "dataclasses",
+    "enum",
+    "abc",
+}
+# Modules that reach the interpreter, the process or the system (also as attributes of torch:
+# torch.os, torch.sys, torch.ctypes, F.np ... exist).
+FORBIDDEN_MODULES = {
     "sys",
     "gc",
     "inspect",
@@ -25,18 +49,6 @@ FORBIDDEN_NAMES = {
     "concurrent",
     "signal",
     "importlib",
-    "exec",
-    "eval",
-    "compile",
-    "open",
-    "globals",
-    "locals",
-    "vars",
-    "__import__",
-    "setattr",
-    "delattr",
-    "breakpoint",
-    "input",
     "time",
     "socket",
     "shutil",
@@ -48,6 +60,25 @@ FORBIDDEN_NAMES = {
     "atexit",
     "numpy",
     "np",
+    "glob",
+    "platform",
+    "_thread",
+    "resource",
+    "mmap",
+    "fcntl",
+}
+FORBIDDEN_NAMES = FORBIDDEN_MODULES | {
+    "exec",
+    "eval",
+    "compile",
+    "open",
+    "globals",
+    "locals",
+    "vars",
+    "__import__",
+    "setattr",
+    "delattr",
+    "breakpoint",
     "__builtins__",
 }
 ROOT_MODULES = {"torch", "F", "nn", "math", "functional"}
@@ -110,8 +141,13 @@ class _Screen(ast.NodeVisitor):
     def __init__(self, allow_compile: bool) -> None:
         self.findings: list[Finding] = []
         self.allow_compile = allow_compile
-        self.in_forward = 0
-        self.forward_locals: list[set[str]] = []
+        self.forward_scopes: list[int] = []  # index in self.scopes of each enclosing forward's scope
+        self.scopes: list[tuple[str, set[str]]] = []  # (module|function|class|comprehension, names it binds)
+
+    def visit_Module(self, node: ast.Module) -> None:
+        self.scopes.append(("module", _bindings(node.body)))
+        self.generic_visit(node)
+        self.scopes.pop()
 
     def flag(self, node: ast.AST, reason: str) -> None:
         self.findings.append(Finding(getattr(node, "lineno", 0), reason))
@@ -124,8 +160,12 @@ class _Screen(ast.NodeVisitor):
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
-        if module not in ALLOWED_IMPORTS and not (module == "torch" and all(a.name in {"nn", "Tensor"} for a in node.names)):
-            self.flag(node, f"import from {module or '.'}")
+        if module not in ALLOWED_IMPORTS or node.level:
+            self.flag(node, f"import from {'.' * node.level}{module}")
+        else:
+            for alias in node.names:  # `from torch import x` is `torch.x`: judged like that attribute
+                if reason := self._forbidden_path(f"{module}.{alias.name}"):
+                    self.flag(node, reason)
         self.generic_visit(node)
 
     def visit_Global(self, node: ast.Global) -> None:
@@ -135,23 +175,39 @@ class _Screen(ast.NodeVisitor):
         self.flag(node, "nonlocal statement")
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in FORBIDDEN_NAMES:
+        if node.id not in FORBIDDEN_NAMES:
+            return
+        # Binding such a name makes a variable of the candidate's own (`input = x.contiguous()`);
+        # what it can be bound to is screened where the value comes from. Reading it is reading
+        # that variable if a scope that Python would look in binds it, else the module/builtin.
+        if node.id.startswith("__") or not (isinstance(node.ctx, (ast.Store, ast.Del)) or self._user_bound(node.id)):
             self.flag(node, f"use of {node.id}")
+
+    def _user_bound(self, name: str) -> bool:
+        if name in self.scopes[-1][1]:
+            return True
+        return any(name in bound for kind, bound in self.scopes[:-1] if kind != "class")  # class bodies do not enclose
+
+    def _forbidden_path(self, name: str) -> str | None:
+        """Why the dotted path ``name`` (an attribute chain or a from-import) is forbidden, if it is."""
+        head, _, rest = name.partition(".")
+        normal = f"{ALIASES[head]}.{rest}" if head in ALIASES and rest else name
+        for bad in FORBIDDEN_TORCH:
+            if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
+                return f"use of {bad.rstrip('_.')}"
+        parts = normal.split(".")
+        if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
+            return f"private torch API {name}"
+        if parts[0] in ROOT_MODULES | {"torch"} and (escape := next((p for p in parts[1:] if p in FORBIDDEN_MODULES), None)):
+            return f"module {escape} reached through {parts[0]}"
+        return None
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr.startswith("__") and node.attr.endswith("__") and node.attr not in ALLOWED_DUNDERS:
             self.flag(node, f"dunder attribute {node.attr}")
         name = _dotted(node)
-        if name:
-            head, _, rest = name.partition(".")
-            normal = f"{ALIASES[head]}.{rest}" if head in ALIASES and rest else name
-            for bad in FORBIDDEN_TORCH:
-                if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
-                    self.flag(node, f"use of {bad.rstrip('_.')}")
-                    break
-            parts = normal.split(".")
-            if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
-                self.flag(node, f"private torch API {name}")
+        if name and (reason := self._forbidden_path(name)):
+            self.flag(node, reason)
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -159,9 +215,11 @@ class _Screen(ast.NodeVisitor):
             attr = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str) and not attr.value.startswith("_")):
                 self.flag(node, "getattr with a computed or private name")
-        if self.in_forward and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATING_METHODS:
+            elif attr.value in FORBIDDEN_MODULES:
+                self.flag(node, f"getattr of module {attr.value}")
+        if self.forward_scopes and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATING_METHODS:
             root = _root(node.func.value)
-            if isinstance(root, ast.Name) and root.id not in self.forward_locals[-1]:
+            if isinstance(root, ast.Name) and not self._forward_local(root.id):
                 self.flag(node, f"forward mutates {root.id} (state kept across calls)")
         self.generic_visit(node)
 
@@ -169,25 +227,66 @@ class _Screen(ast.NodeVisitor):
         for base in node.bases:
             if _dotted(base) in {"torch.Tensor", "Tensor"}:
                 self.flag(node, "tensor subclass")
-        self.generic_visit(node)
+        for expr in node.decorator_list + node.bases + node.keywords:  # evaluated in the enclosing scope
+            self.visit(expr)
+        self.scopes.append(("class", _bindings(node.body)))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
 
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for default in node.args.defaults + node.args.kw_defaults:
-            if isinstance(default, (ast.List, ast.Dict, ast.Set, ast.Call)):
-                self.flag(default, "mutable default argument")
-        if node.name == "forward":
-            self.in_forward += 1
-            params = {a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs} - {"self"}
-            assigned = {t.id for n in ast.walk(node) for t in _targets(n) if isinstance(t, ast.Name)}
-            self.forward_locals.append(params | assigned)
-            self.generic_visit(node)
-            self.forward_locals.pop()
-            self.in_forward -= 1
-        else:
-            self.generic_visit(node)
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        args = node.args
+        params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]}
+        # A mutable default is state shared by every call: rejected where the function mutates it
+        # (a memo), not where it only reads it (`dims=[0, 1]`).
+        positional = args.posonlyargs + args.args
+        defaults = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+        defaults += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        body = node.body if isinstance(node.body, list) else [node.body]
+        mutated = _mutated_names(body)
+        for arg, default in defaults:
+            if (
+                isinstance(default, (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp))
+                and arg.arg in mutated
+            ):
+                self.flag(default, f"mutable default argument {arg.arg} mutated by the function (state kept across calls)")
+        for expr in getattr(node, "decorator_list", []) + args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self.visit(expr)  # evaluated in the enclosing scope
+        for a in args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]:
+            if a.annotation is not None:
+                self.visit(a.annotation)
+        self.scopes.append(("function", params | _bindings(body)))
+        is_forward = getattr(node, "name", None) == "forward"
+        if is_forward:
+            self.forward_scopes.append(len(self.scopes) - 1)
+        for stmt in body:
+            self.visit(stmt)
+        if is_forward:
+            self.forward_scopes.pop()
+        self.scopes.pop()
+
+    def _forward_local(self, name: str) -> bool:
+        """Whether ``name``, used inside a forward, is a variable of that call (bound in forward or
+        in a function or comprehension nested in it), rather than state that outlives the call:
+        module globals, class attributes and ``self``."""
+        if name == "self":
+            return False
+        return any(name in bound for kind, bound in self.scopes[self.forward_scopes[-1] :] if kind != "class")
 
     visit_FunctionDef = _function
     visit_AsyncFunctionDef = _function
+    visit_Lambda = _function
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
+        bound = {n.id for gen in node.generators for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
+        self.scopes.append(("comprehension", bound))
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    visit_ListComp = _comprehension
+    visit_SetComp = _comprehension
+    visit_GeneratorExp = _comprehension
+    visit_DictComp = _comprehension
 
     def _assign(self, node: ast.AST) -> None:
         for target in _targets(node):
@@ -195,7 +294,7 @@ class _Screen(ast.NodeVisitor):
             if isinstance(target, (ast.Attribute, ast.Subscript)) and isinstance(root, ast.Name):
                 if root.id in ROOT_MODULES or root.id == "Tensor":
                     self.flag(node, f"assignment into module {root.id}")
-                elif self.in_forward and root.id not in self.forward_locals[-1] - {"self"}:
+                elif self.forward_scopes and not self._forward_local(root.id):
                     self.flag(node, f"forward writes {root.id} (state kept across calls)")
         self.generic_visit(node)
 
@@ -216,6 +315,58 @@ def _targets(node: ast.AST) -> list[ast.AST]:
     if isinstance(node, ast.Delete):
         return list(node.targets)
     return []
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def _bindings(body: list[ast.stmt]) -> set[str]:
+    """Names a scope binds (Python's rule: bound anywhere in it means local throughout): targets,
+    for/with/except/match names, imports, and nested def/class names, but not what nested
+    functions or classes bind inside themselves; a walrus in a comprehension binds here."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            stack.extend(getattr(node, "decorator_list", []))
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            names.update(n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name))
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+        stack.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _mutated_names(body: list[ast.stmt]) -> set[str]:
+    """Names whose object the code mutates in place: item/attribute stores and deletes, augmented
+    assignment (in place on lists, dicts, sets, tensors) and mutating method calls (``append``,
+    ``update``, ``add_`` and the other in-place tensor methods)."""
+    names: set[str] = set()
+    for node in (n for stmt in body for n in ast.walk(stmt)):
+        for target in _targets(node):
+            root = _root(target)
+            if isinstance(root, ast.Name) and (target is not root or isinstance(node, ast.AugAssign)):
+                names.add(root.id)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            attr = node.func.attr
+            if attr in MUTATING_METHODS or (attr.endswith("_") and not attr.startswith("_")):
+                root = _root(node.func.value)
+                if isinstance(root, ast.Name):
+                    names.add(root.id)
+    return names
 
 
 def parse_candidate(code: str) -> tuple[ast.Module, int]:

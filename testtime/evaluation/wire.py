@@ -3,18 +3,85 @@
 ``multiprocessing.Connection.recv`` unpickles, and unpickling bytes written by a process that
 ran model-generated code would run that code in the parent. Every message is therefore a JSON
 header plus an optional raw tensor payload, parsed strictly by the parent.
+
+On the socket, a message is a frame: an 8-byte big-endian length, then the message. The parent
+reads a frame under one overall deadline (``recv(fd, deadline)``): a worker that writes part of a
+frame and stalls, or dribbles it a byte at a time, runs into the deadline like one that never
+answers. (Per-read socket timeouts would not do: every byte that arrives restarts them.)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import struct
+import time
 from typing import Any
 
 import numpy as np
 
 _HEADER = struct.Struct("!I")
+_FRAME = struct.Struct("!Q")
 MAX_MESSAGE_BYTES = 1 << 31
+# Largest single read: big outputs arrive in pieces, and a frame that announces 2 GiB costs the
+# parent memory only as fast as bytes actually arrive.
+_READ_CHUNK = 1 << 20
+
+
+def send(fd: int, header: dict[str, Any], payload: bytes = b"", deadline: float | None = None) -> None:
+    """Write one framed message; ``deadline`` (time.monotonic) bounds the whole write."""
+    message = pack(header, payload)
+    data = memoryview(_FRAME.pack(len(message)) + message)
+    while data:
+        _wait(fd, select.POLLOUT, deadline)
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            continue
+        data = data[n:]
+
+
+def recv(fd: int, deadline: float | None = None, limit: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], bytes]:
+    """Read one framed message, all of it before ``deadline`` (time.monotonic; None: no limit).
+
+    Raises TimeoutError when the deadline passes, EOFError when the peer closed, ValueError on a
+    malformed frame or message.
+    """
+    (size,) = _FRAME.unpack(read_exact(fd, _FRAME.size, deadline))
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes announced (limit {limit})")
+    return unpack(read_exact(fd, size, deadline))
+
+
+def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        _wait(fd, select.POLLIN, deadline)
+        try:
+            chunk = os.read(fd, min(n - got, _READ_CHUNK))
+        except BlockingIOError:
+            continue
+        except ConnectionError as exc:
+            raise EOFError(str(exc)) from None
+        if not chunk:
+            raise EOFError(f"peer closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _wait(fd: int, event: int, deadline: float | None) -> None:
+    """Block until ``fd`` is ready for ``event`` (or hung up), or raise TimeoutError at the deadline."""
+    poller = select.poll()
+    poller.register(fd, event)
+    if deadline is None:
+        poller.poll()
+        return
+    left = deadline - time.monotonic()
+    if left <= 0 or not poller.poll(max(1, int(left * 1000) + 1)):
+        raise TimeoutError("deadline passed")
+
 
 # dtypes a reference output may have, as numpy can hold them (bf16 travels as its raw uint16 bits)
 _NUMPY_DTYPES = {

@@ -31,6 +31,11 @@ from typing import Any
 
 from testtime.evaluation import wire
 
+# What the checks below call, bound when the (trusted) parent imports this module: candidate
+# code may rebind the names in ``os`` and ``time`` (the integrity check watches ``time``'s).
+_listdir, _sleep, _monotonic_ns = os.listdir, time.sleep, time.monotonic_ns
+_getaffinity, _getpriority, _getscheduler = os.sched_getaffinity, os.getpriority, os.sched_getscheduler
+
 
 def _load_module(name: str, source: str, filename: str) -> types.ModuleType:
     module = types.ModuleType(name)
@@ -113,13 +118,110 @@ def _function_ids() -> dict[str, int]:
 
 def _children() -> int:
     count = 0
-    for tid in os.listdir("/proc/self/task"):
+    for tid in _listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/children") as f:
                 count += len(f.read().split())
         except OSError:
             continue
     return count
+
+
+def os_threads() -> int:
+    """Threads of this process as the kernel counts them: Python's ``threading`` does not see
+    threads started through ``_thread``, ctypes or a C extension."""
+    return len(_listdir("/proc/self/task"))
+
+
+# A joined thread may still be leaving the kernel for a moment after ``join`` returns; longer than
+# this (generous for a loaded machine), and it is still running.
+THREAD_EXIT_GRACE_NS = 100_000_000
+
+
+def settle_threads(baseline: int) -> int:
+    """Wait (at most THREAD_EXIT_GRACE_NS) for the thread count to fall back to ``baseline``;
+    returns the count then."""
+    threads = os_threads()
+    if threads <= baseline:
+        return threads
+    deadline = _monotonic_ns() + THREAD_EXIT_GRACE_NS
+    while threads > baseline and _monotonic_ns() < deadline:
+        _sleep(0.0002)
+        threads = os_threads()
+    return threads
+
+
+def _scheduling() -> dict[str, Any]:
+    """This process's own scheduling: a candidate may not take more cores or a higher priority."""
+    return {
+        "affinity": sorted(_getaffinity(0)),
+        "nice": _getpriority(os.PRIO_PROCESS, 0),
+        "policy": _getscheduler(0),
+    }
+
+
+def prime_thread_pools(device: str) -> None:
+    """Run the kinds of op a forward runs, so that the thread pools torch starts lazily (OpenMP's
+    on the first parallel region, measured: one more thread at 2 threads) exist before the
+    integrity baseline counts threads: a thread that appears later is the candidate's."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.rand(256, 1024, device=device)
+    torch.relu(x).add_(1)
+    x @ x.T
+    F.conv2d(torch.rand(1, 3, 16, 16, device=device), torch.rand(4, 3, 3, 3, device=device))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# CPU time beyond wall x allotted cores that is still wall time: the two clock reads around a call
+# (~1 us) and the accounting of other threads, which the kernel brings up to date only at a
+# scheduler tick (<= 4 ms at HZ=250) per thread that may run beside the main one ...
+CPU_CLOCK_SLACK_NS = 50_000
+SCHED_TICK_NS = 4_000_000
+# ... and a relative margin, so an honest multi-threaded call never has its time replaced.
+CPU_EXCESS_FRACTION = 0.1
+
+
+def counted_time(wall_ns: float, cpu_ns: float, cores: int) -> float:
+    """The time a call counts for: its wall time, unless it used clearly more CPU time than
+    ``cores`` can give in that wall time (threads or processes working in parallel beyond the
+    allotment); then its CPU time spread over the allotted cores."""
+    slack = CPU_CLOCK_SLACK_NS + (cores - 1) * SCHED_TICK_NS + CPU_EXCESS_FRACTION * wall_ns
+    return cpu_ns / cores if cpu_ns / cores > wall_ns + slack else wall_ns
+
+
+def _cpu_clock() -> Any:
+    """A clock of the calling process's CPU time in ns: all its threads, live or ended, and the
+    children it has waited for. Its functions are bound here, out of candidate code's reach."""
+    import resource
+
+    clock, process, getrusage, children = (
+        time.clock_gettime_ns,
+        time.CLOCK_PROCESS_CPUTIME_ID,
+        resource.getrusage,
+        resource.RUSAGE_CHILDREN,
+    )
+
+    def cpu_ns() -> int:
+        usage = getrusage(children)
+        return clock(process) + int((usage.ru_utime + usage.ru_stime) * 1e9)
+
+    return cpu_ns
+
+
+CPU_NS = _cpu_clock()  # bound when the (trusted) parent imports this module
+
+
+def run_delay(path: str = "/proc/thread-self/schedstat") -> int:
+    """Nanoseconds a thread (default: the calling one) has spent runnable but waiting for a CPU:
+    the kernel's run-queue delay, the second field of its schedstat; 0 where not accounted."""
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Integrity:
@@ -129,6 +231,8 @@ class Integrity:
         self.state = _state()
         self.ids = _function_ids()
         self.children = _children()
+        self.threads = os_threads()
+        self.scheduling = _scheduling()
 
     def violations(self) -> list[str]:
         state = _state()
@@ -137,6 +241,12 @@ class Integrity:
         found += [f"{k} replaced" for k, v in self.ids.items() if current.get(k, v) != v]
         if _children() > self.children:
             found.append("child process left running")
+        if (threads := settle_threads(self.threads)) > self.threads:
+            found.append(
+                f"{threads - self.threads} thread(s) left running (the kernel counts {threads}, the harness had {self.threads})"
+            )
+        scheduling = _scheduling()
+        found += [f"own {k} changed: {v!r} -> {scheduling[k]!r}" for k, v in self.scheduling.items() if scheduling[k] != v]
         return found[:10]
 
 
@@ -281,6 +391,9 @@ class _Harness:
         self.tolerances = settings.get("tolerances", {})
         # bound now, before candidate code could replace them (the integrity check also watches them)
         self._perf = time.perf_counter_ns
+        self._cpu = CPU_NS
+        # the CPU time a call may use per wall-clock ns (KernelBench's protocol: wall time only)
+        self.cores = max(1, int(settings.get("threads", 1))) if settings.get("hardened", True) else None
         self._sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=self.device) if self.cuda else None
 
@@ -312,15 +425,34 @@ class _Harness:
             # CPU: the fastest of a few back-to-back calls. Slowdowns on a shared CPU are one-sided
             # (page faults, preemption) and hit the two workers independently, so a single call
             # per sample makes per-pair ratios bimodal (measured 0.2x-5x for identical code).
-            times = []
+            # The process's CPU time (every thread, and children it waited for) is read around each
+            # call too: work on more cores than allotted is counted as if done on the allotted ones.
+            times, counted, cpu_total, waited = [], [], 0, 0
             for repeat in range(self.inner_repeats):
                 if repeat:
                     inputs = self.source.get(index)
+                w0 = run_delay()
+                c0 = self._cpu()
                 t0 = self._perf()
                 out = self.model(*inputs)
-                times.append(self._perf() - t0)
-            info["ns"] = min(times)
+                wall = self._perf() - t0
+                if self.integrity is not None:
+                    # threads it started must end first, and the CPU time they spent after the
+                    # call returned counts too (work moved outside the timed window)
+                    settle_threads(self.integrity.threads)
+                cpu = self._cpu() - c0
+                waited += run_delay() - w0
+                times.append(wall)
+                counted.append(counted_time(wall, cpu, self.cores) if self.cores else wall)
+                cpu_total += cpu
+            info["ns"] = min(counted)
+            info["wall_ns"] = min(times)
+            info["cpu_ns"] = cpu_total
+            info["cpu_counted"] = counted != times
             info["total_ns"] = sum(times)  # what the parent's round-trip clock must roughly agree with
+            # of which this thread sat runnable, waiting for a core (preempted): the parent takes
+            # waiting out of both its clock and this total before comparing them
+            info["wait_ns"] = waited
         else:
             out = self.model(*inputs)
             self._sync()
@@ -381,7 +513,7 @@ class _Harness:
 
     def serve(self) -> None:
         while True:
-            cmd, _ = wire.unpack(self.conn.recv_bytes())
+            cmd, _ = wire.recv(self.conn.fileno())
             op = cmd.get("cmd")
             if op == "exit":
                 return
@@ -521,10 +653,18 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
             _reply(conn, {"ok": False, "phase": "reference", "kind": "reference_error", "error": _describe(exc)})
             return
         hardened = settings.get("hardened", True)
+        if role == "candidate":
+            prime_thread_pools(settings["device"])
         integrity = Integrity() if hardened and role == "candidate" else None
+        seccomp = False
         if role == "reference":
             cls = problem.Model
         else:
+            from testtime.evaluation.sandbox import no_signals_out, protect_others
+
+            # before candidate code runs (module level included): other processes' scheduling,
+            # limits and memory are out of reach
+            seccomp = bool(settings.get("seccomp", True)) and protect_others()
             try:
                 candidate = _load_module("testtime_candidate", candidate_src or "", "candidate.py")
                 cls = candidate.ModelNew
@@ -548,10 +688,21 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
         except BaseException as exc:  # noqa: BLE001
             _reply(conn, {"ok": False, "phase": "init", "kind": "init_error", "error": _describe(exc)})
             return
+        if seccomp:
+            # loaded (compilers it ran are done): from now on it may signal no process but itself
+            seccomp = no_signals_out()
         if integrity is not None and (problems := integrity.violations()):
             _reply(conn, {"ok": False, "phase": "load", "kind": "tampering", "error": "; ".join(problems)})
             return
-        _reply(conn, {"ok": True, "phase": "ready", "sandbox": sandbox, "n_sets": source.n, "fingerprints": source.fingerprints})
+        ready = {
+            "ok": True,
+            "phase": "ready",
+            "sandbox": sandbox,
+            "seccomp": seccomp,
+            "n_sets": source.n,
+            "fingerprints": source.fingerprints,
+        }
+        _reply(conn, ready)
         context = torch.no_grad() if settings.get("no_grad", True) else torch.enable_grad()
         with context:
             _Harness(conn, settings, model, source, integrity).serve()
@@ -569,14 +720,62 @@ def _describe(exc: BaseException) -> str:
 
 
 def _reply(conn: Any, header: dict[str, Any], payload: bytes = b"") -> None:
-    conn.send_bytes(wire.pack(header, payload))
+    wire.send(conn.fileno(), header, payload)
 
 
-def kill_group(pid: int) -> None:
+def supervise(
+    conn: Any, pid_pipe: int, role: str, problem_src: str, candidate_src: str | None, settings: dict[str, Any], scratch: str
+) -> None:
+    """Entry point of a worker's keeper, forked from the parent; runs only trusted code, never returns.
+
+    The keeper makes itself a child subreaper and forks the worker. Every process the worker's
+    candidate code starts, double-forked ``setsid`` daemons included, stays in the keeper's
+    subtree: an orphan is reparented to the nearest living subreaper ancestor, this keeper, not to
+    init. The parent kills the subtree from outside (``sandbox.kill_tree``) and counts the
+    keeper's children (only the worker belongs there); the keeper kills it too, when the worker
+    exits, when the parent sends SIGTERM and when the parent dies. It reports the worker's pid
+    on ``pid_pipe`` and exits with the worker's exit status (signal n: 128 + n).
+    """
     import signal
+    import struct
 
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
+    from testtime.evaluation import sandbox
+
+    status = 70
+    worker = 0  # its pid while it runs (not yet reaped: the pid, and so its group id, is still its own)
+
+    def stop(signum: int, frame: Any) -> None:
+        if worker:
+            sandbox.kill_group(worker)
+        sandbox.kill_tree(os.getpid())
+        os._exit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, stop)  # before the fork: no window in which SIGTERM orphans the tree
+        sandbox.set_child_subreaper()
+        worker = os.fork()
+        if worker == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.close(pid_pipe)
+            serve(conn, role, problem_src, candidate_src, settings, scratch)  # exits
+        os.write(pid_pipe, struct.pack("!i", worker))
+        # hold nothing: the worker alone owns its socket, so its death is EOF for the parent
+        os.closerange(3, 1 << 16)
+        while True:
+            pid, wait_status = os.waitpid(-1, 0)
+            if pid == worker:
+                worker = 0
+                code = os.waitstatus_to_exitcode(wait_status)
+                status = code if code >= 0 else 128 - code
+                break
+        # the worker is gone: nothing it started may outlive it (its orphans are all below us now)
+        sandbox.kill_tree(os.getpid())
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+    except BaseException:  # noqa: BLE001 - a keeper never raises into multiprocessing's bootstrap
+        traceback.print_exc()
+    finally:
+        os._exit(status)
