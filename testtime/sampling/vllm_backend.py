@@ -22,6 +22,9 @@ CPU specifics (docs/vllm-cpu.md), all handled here rather than by the caller:
   step's budget wait for the next step instead of being split.
 * The KV cache is given an explicit size (``kv_cache_gib``), rather than vLLM's default of a
   fraction of the host's RAM, which fails on a shared machine.
+* Eager mode by default (no torch.compile at load).
+* Threads: the engine uses the caller's ``torch.set_num_threads`` (vLLM's CPU worker would
+  otherwise turn ``torch.set_num_threads`` into a no-op for the whole process).
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ class VllmBackend:
                 max_num_batched_tokens or MIN_BATCHED_TOKENS, max_model_len or self._model_max_len(model_dir)
             )
             options["kv_cache_memory_bytes"] = int((kv_cache_gib or 2.0) * 2**30)
+            # torch.compile costs ~2 minutes of load on 2 cores and gave no faster sampling for
+            # the 135M model (docs/vllm-cpu.md); pass enforce_eager=False to compile anyway.
+            options["enforce_eager"] = True
         elif max_num_batched_tokens is not None:
             options["max_num_batched_tokens"] = max_num_batched_tokens
         options.update(engine_options)
