@@ -64,7 +64,9 @@ def adapter(model_dir, tmp_path_factory):
 def engine(model_dir):
     from testtime.sampling.vllm_backend import VllmBackend
 
-    torch.set_num_threads(2)
+    # One thread: on 2 shared cores two OpenMP threads wait on each other whenever another job
+    # holds a core (3-8x slower here, docs/vllm-cpu.md); the engine runs in this process.
+    torch.set_num_threads(1)
     return VllmBackend(
         str(model_dir),
         dtype="float32",  # bfloat16 differs from the fp32 re-score by up to 0.25 nats per token
