@@ -1,7 +1,7 @@
 """vLLM-CPU vs the transformers backend on the embedded model: load time and tokens/s.
 
 Usage: python benchmarks/bench_vllm_cpu.py MODEL_DIR [--k 16] [--max-new-tokens 128]
-       [--temperature 0.25] [--dtype float32] [--threads 2] [--backends vllm transformers]
+       [--temperature 0.25] [--dtype float32] [--threads 1] [--backends vllm transformers]
        [--vllm-compile] [--vllm-multiprocessing] [--tasks 4] [--json OUT] [--quiet]
 
 Both backends sample the same prompts: the bundled suite's eval tasks (split seed 42, the
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.25)
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 beats 2 on 2 shared cores)")
     ap.add_argument("--tasks", type=int, default=4, help="how many of the bundled eval tasks")
     ap.add_argument("--backends", nargs="+", default=["vllm", "transformers"])
     ap.add_argument("--vllm-compile", action="store_true", help="torch.compile the model at load (default: eager)")
