@@ -122,7 +122,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "result.json")
             cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--only", name, "--result", out]
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if args.quiet else None)
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if args.quiet else None, check=False)
             if proc.returncode != 0:
                 print(f"{name}: failed with exit code {proc.returncode}", flush=True)
                 continue

@@ -25,9 +25,9 @@ if DEVICE not in ("cpu", "cuda"):
 if DEVICE == "cuda" and not torch.cuda.is_available():
     pytest.skip("the installed vLLM is a CUDA build and no GPU is visible", allow_module_level=True)
 
-from testtime.prompting import build_messages  # noqa: E402
-from testtime.sampling import SamplingParams  # noqa: E402
-from testtime.scoring import score_completions  # noqa: E402
+from testtime.prompting import build_messages
+from testtime.sampling import SamplingParams
+from testtime.scoring import score_completions
 
 TOL = 1e-3  # per token, float32 on both sides
 LORA_RANK = 8
