@@ -239,7 +239,7 @@ ATTACKS = [
         "import os\nos.sched_setaffinity(0, {0})\nreturn torch.relu(x)",
         RELU,
         "return torch.relu(x)",
-        ("tampering",),
+        ("runtime_error",),  # a pinned CPU candidate may not change its own affinity (seccomp: EPERM)
     ),
     # H4 by scheduling: slow the reference worker, or the evaluation parent (which forks the next
     # workers), by priority or affinity: seccomp fails the call (EPERM)
@@ -268,15 +268,6 @@ ATTACKS = [
     ),
     # H14: timer tampering
     ("H14-timer", "import time\ntime.perf_counter_ns = lambda: 0\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
-    # ... or of the harness's own timers, found on the heap: the CPU time is then counted instead,
-    # and with that clock forged too, the parent's round-trip clock (less preemption) catches it
-    (
-        "H14-harness-timer-runtime",
-        "import gc, itertools\nfor o in gc.get_objects():\n    if type(o).__name__ == '_Harness' and not hasattr(o._perf, '__code__'):\n        tick = itertools.count()\n        o._perf = lambda: next(tick) * 1000\n        o._cpu = lambda: 0\nreturn torch.relu(x)",
-        RELU,
-        "return torch.relu(x)",
-        ("tampering",),
-    ),
     (
         "H14-timer-setattr-runtime",
         "import time\nsetattr(time, 'perf_counter_ns', lambda: 0)\nreturn torch.relu(x)",
@@ -352,10 +343,10 @@ def test_scheduling_tampering_is_caught_without_seccomp(name, body, problem, scr
         assert ev.evaluate(candidate_source("return torch.relu(x)", problem), "return torch.relu(x)").correct
 
 
-# H13: work done off the clock. A thread that keeps working after forward returns must end before
-# the harness goes on (else "thread left running"), and the CPU time it spent then counts as the
-# call's; threads working in parallel within the call, beyond the allotted core, count by their
-# CPU time too (time = CPU time / allotted cores).
+# H13/H14/H15: what the candidate's process could do to its own timing. On a CPU the time is the
+# evaluation parent's clock around each call, on inputs it sends at that moment and with the
+# output copied back inside the call, so none of these gains anything: each is either rejected
+# or timed at about what it costs (identical work: a speedup near 1, far below these bounds).
 AFTER_RETURN = """import threading
 def later():
     y = x.clone()
@@ -375,25 +366,56 @@ for _ in range(10):
     torch.clamp(x[h:], min=0, out=out[h:])
 t.join()
 return out"""
+# ... the same, after trying to widen its own CPU affinity to every core (seccomp: EPERM)
+WIDENED = "import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept OSError:\n    pass\n" + PARALLEL
+# the harness's clocks, found on the heap, forged: nothing on the CPU path reads them
+HARNESS_TIMER = "import gc\nfor o in gc.get_objects():\n    if type(o).__name__ == '_Harness' and not hasattr(o._perf, '__code__'):\n        o._perf = lambda: 0\nreturn torch.relu(x)"
+# the harness's reply forged: an extra timing field claiming 1 ns, which the parent never reads
+FORGED_REPLY = "import gc\nfrom testtime.evaluation import wire\nsend = wire.send\ndef forged(fd, header, payload=b'', deadline=None):\n    header = {**header, 'ns': 1, 'host_ns': 1, 'total_ns': 1}\n    send(fd, header, payload, deadline)\nwire.send = forged\nreturn torch.relu(x)"
+OWN_TIMING = [
+    ("H13-work-after-return", AFTER_RETURN, 10),  # the relu the thread repeats costs it, not the call
+    ("H13-parallel-threads", PARALLEL, 2),
+    ("H13-parallel-widened", WIDENED, 2),
+    ("H14-harness-timer-runtime", HARNESS_TIMER, 2),
+    ("H15-forged-reply-runtime", FORGED_REPLY, 2),
+]
 
 
-def test_work_after_return_is_caught_or_counted():
-    result = run(AFTER_RETURN, screened="return torch.relu(x)")
-    if result.correct:
-        assert "cpu_time_counted" in result.flags
-    else:
-        rejected(result, "tampering")
+@pytest.mark.parametrize("name, body, slower", OWN_TIMING, ids=[a[0] for a in OWN_TIMING])
+def test_own_timing_gains_nothing(name, body, slower):
+    result = run(body, screened="return torch.relu(x)")
+    if not result.correct:
+        rejected(result, "tampering", "runtime_error")
+        return
+    assert result.timing_method == "parent_clock"
+    assert result.speedup < 2, f"{name}: speedup {result.speedup:.2f} from forging its own timing"
 
 
-def test_parallel_threads_are_counted_by_cpu_time():
-    for _ in range(3):
-        result = run(PARALLEL, screened="return torch.relu(x)")
-        assert result.correct, f"{result.error_kind}: {result.error_message}"
-        if "cpu_time_counted" in result.flags:
-            return
-    if os.getloadavg()[0] >= (os.cpu_count() or 1):
-        pytest.skip("the machine is too busy for two threads to run in parallel")
-    pytest.fail("two threads worked in parallel on one allotted core and were not counted")
+# H2/H12/H15 at the timing stage: every timed call is a fresh input set drawn under a random seed,
+# and the output of every one is judged, so caches, call counters and late completion all fail.
+TIMED = [
+    # the inputs arrive at the same address every call: a cache keyed on it returns stale answers
+    (
+        "H2-pointer-cache-runtime",
+        "import sys\nm = sys.modules[__name__]\nc = m.__dict__.setdefault('cache', {})\nk = x.data_ptr()\nif k not in c:\n    c[k] = torch.relu(x)\nreturn c[k]",
+    ),
+    # right through the correctness trials, then garbage once the calls look like timing
+    (
+        "H12-call-counter-runtime",
+        "import sys\nm = sys.modules[__name__]\nm.calls = getattr(m, 'calls', 0) + 1\nif m.calls > 12:\n    return torch.empty_like(x)\nreturn torch.relu(x)",
+    ),
+    # answer first, fill the output in from a thread afterwards (in time for the correctness
+    # trials' checks, which wait for threads to end; never in time for a timed call's copy)
+    (
+        "H15-late-completion-runtime",
+        "import threading, time\nout = torch.zeros_like(x)\ndef fill():\n    time.sleep(0.02)\n    out.copy_(torch.relu(x))\nthreading.Thread(target=fill).start()\nreturn out",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, body", TIMED, ids=[a[0] for a in TIMED])
+def test_timed_calls_are_fresh_and_judged(name, body):
+    rejected(run(body, screened="return torch.relu(x)"), "timed_output_mismatch", "tampering", "numerical_mismatch")
 
 
 # H13: a daemon (fork, setsid, fork again, exec) escapes the worker's process group and is

@@ -41,10 +41,15 @@ def _evaluation(**overrides) -> dict:
     return validate(config)["evaluation"]
 
 
+def _verdicts(records) -> str:
+    """What each sample got, for the assertion message of a failing test."""
+    return "; ".join(f"{r.error_kind}: {str(r.error_message)[:300]}" for r in records.itertuples())
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_verdicts_do_not_depend_on_lanes_and_duplicates_reuse_one_verdict(tasks, lanes):
     records = evaluate_samples(_samples(tasks), tasks, _evaluation(), lanes=lanes).set_index("sample_index")
-    assert records["correct"].tolist() == [True, False, True, False, True, False]
+    assert records["correct"].tolist() == [True, False, True, False, True, False], _verdicts(records)
     assert records.loc[1, "error_kind"] == "numerical_mismatch"
     assert records.loc[3, "error_kind"] == "extraction_failed"
     assert records["reused_verdict"].tolist() == [False, False, True, False, False, False]
@@ -54,7 +59,7 @@ def test_verdicts_do_not_depend_on_lanes_and_duplicates_reuse_one_verdict(tasks,
 def test_without_dedupe_every_sample_is_judged(tasks):
     records = evaluate_samples(_samples(tasks), tasks, _evaluation(dedupe=False), lanes=2)
     assert not records["reused_verdict"].any()
-    assert records["correct"].tolist() == [True, False, True, False, True, False]
+    assert records["correct"].tolist() == [True, False, True, False, True, False], _verdicts(records)
 
 
 def test_a_completion_without_a_final_answer_is_an_error_record_never_run(tasks):

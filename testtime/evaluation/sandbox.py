@@ -11,8 +11,8 @@
   connect TCP sockets, and (ABI >= 6) not signal processes outside its domain. Results, caches and the rest of the file system are invisible to it.
   Where Landlock is unavailable the record says ``sandbox: rlimits`` instead of ``landlock``.
 - seccomp (x86_64, aarch64): ``protect_others`` stops the process from changing the scheduling
-  (affinity, priority, policy), limits or I/O priority of any process but itself, and from
-  ptrace or cross-process memory access; ``no_signals_out`` (installed once the candidate has
+  (affinity, priority, policy), limits or I/O priority of any process but itself (of a CPU
+  candidate pinned to its allotted cores, its own affinity too), and from ptrace or cross-process memory access; ``no_signals_out`` (installed once the candidate has
   loaded, so that compilers it runs may still manage their children) stops it from signalling
   any process but itself. Both fail the call with EPERM; they hold where Landlock is missing or
   too old to scope signals.
@@ -362,15 +362,16 @@ def _install(rules_of: Callable[[dict[str, int]], dict[str, list[tuple[int, set[
     return libc.syscall(table["seccomp"], _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) == 0
 
 
-def protect_others() -> bool:
-    """seccomp: scheduling, limits and memory of other processes are out of reach; False when
-    this platform has no seccomp filter support (or an unknown architecture)."""
+def protect_others(pinned: bool = False) -> bool:
+    """seccomp: scheduling, limits and memory of other processes are out of reach (``pinned``:
+    its own CPU affinity too, so it cannot leave the cores it was given); False when this
+    platform has no seccomp filter support (or an unknown architecture)."""
     me = {0, os.getpid()}
 
     def rules(table: dict[str, int]) -> dict[str, list[tuple[int, set[int]]] | None]:
         return {
             "setpriority": [(0, {0}), (1, me)],  # PRIO_PROCESS of itself only (not PRIO_PGRP/PRIO_USER)
-            "sched_setaffinity": [(0, me)],
+            "sched_setaffinity": None if pinned else [(0, me)],
             "sched_setscheduler": [(0, me)],
             "sched_setparam": [(0, me)],
             "sched_setattr": [(0, me)],

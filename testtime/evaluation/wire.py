@@ -71,6 +71,11 @@ def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
+def wait_writable(fd: int, deadline: float | None) -> None:
+    """Block until ``fd`` can be written, or raise TimeoutError at the deadline."""
+    _wait(fd, select.POLLOUT, deadline)
+
+
 def _wait(fd: int, event: int, deadline: float | None) -> None:
     """Block until ``fd`` is ready for ``event`` (or hung up), or raise TimeoutError at the deadline."""
     poller = select.poll()
@@ -131,6 +136,91 @@ def encode_output(out: Any) -> tuple[dict[str, Any], bytes]:
     if dtype == "torch.bfloat16":
         t = t.view(torch.uint16) if hasattr(torch, "uint16") else t.view(torch.int16)
     return meta, t.numpy().tobytes()
+
+
+# Inputs travel 64-byte aligned in their payload, so the tensors decoded in place start aligned
+# for vector loads, as freshly allocated ones would.
+_INPUT_ALIGN = 64
+
+
+def encode_inputs(inputs: list[Any]) -> tuple[list[dict[str, Any]], bytes]:
+    """An input set as metadata and one payload (reference worker side). Tensors travel as raw
+    bytes; other arguments as JSON values. Raises ValueError for anything else."""
+    import torch
+
+    metas: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    offset = 0
+    for x in inputs:
+        if isinstance(x, torch.Tensor):
+            dtype = str(x.dtype)
+            if dtype not in _NUMPY_DTYPES:
+                raise ValueError(f"an input of dtype {dtype} cannot be sent")
+            t = x.detach().cpu().contiguous()
+            if dtype == "torch.bfloat16":
+                t = t.view(torch.int16)
+            data = t.numpy().tobytes()
+            pad = -offset % _INPUT_ALIGN
+            chunks.append(b"\0" * pad + data)
+            offset += pad
+            metas.append({"kind": "tensor", "dtype": dtype, "shape": list(x.shape), "offset": offset, "nbytes": len(data)})
+            offset += len(data)
+        elif x is None or isinstance(x, (bool, int, float, str)):
+            metas.append({"kind": "value", "value": x})
+        else:
+            raise ValueError(f"an input of type {type(x).__name__} cannot be sent")
+    return metas, b"".join(chunks)
+
+
+def decode_inputs(metas: list[dict[str, Any]], buffer: Any) -> list[Any]:
+    """Rebuild an input set from ``encode_inputs`` (worker side) as CPU tensors over ``buffer``
+    (a writable buffer holding the payload: the worker's shared region), without copying."""
+    import torch
+
+    inputs: list[Any] = []
+    for meta in metas:
+        if meta.get("kind") != "tensor":
+            inputs.append(meta.get("value"))
+            continue
+        dtype = getattr(torch, str(meta["dtype"]).removeprefix("torch."))
+        raw = torch.int16 if dtype is torch.bfloat16 else dtype
+        count = int(meta["nbytes"]) // torch.empty((), dtype=raw).element_size()
+        t = torch.frombuffer(buffer, dtype=raw, count=count, offset=int(meta["offset"])) if count else torch.empty(0, dtype=raw)
+        inputs.append(t.view(dtype).reshape(meta["shape"]))
+    return inputs
+
+
+def write_output(out: Any, buffer: Any, offset: int) -> dict[str, Any]:
+    """Copy a forward's output into ``buffer`` at ``offset`` (worker side) and describe it as
+    ``encode_output`` does; a tensor that does not fit is described but not copied."""
+    import torch
+
+    meta, _ = encode_output(out) if type(out) is not torch.Tensor else (_describe_tensor(out), b"")
+    if meta.get("kind") != "tensor":
+        return meta
+    t = out.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    nbytes = t.numel() * t.element_size()
+    if offset + nbytes > len(buffer):
+        return {**meta, "kind": "too_large"}
+    if nbytes:
+        torch.frombuffer(buffer, dtype=t.dtype, count=t.numel(), offset=offset).copy_(t.reshape(-1))
+    return meta
+
+
+def _describe_tensor(t: Any) -> dict[str, Any]:
+    dtype = str(t.dtype)
+    meta = {"kind": "tensor", "dtype": dtype, "shape": list(t.shape), "strides": list(t.stride()), "device": t.device.type}
+    return meta if dtype in _NUMPY_DTYPES and t.device.type == "cpu" else {**meta, "kind": "unsupported_dtype"}
+
+
+def output_nbytes(meta: dict[str, Any]) -> int:
+    """Bytes of the output ``meta`` describes (0 for anything but a tensor)."""
+    dtype = _NUMPY_DTYPES.get(str(meta.get("dtype")))
+    if meta.get("kind") != "tensor" or dtype is None:
+        return 0
+    return int(np.prod(meta["shape"], dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def decode_output(meta: dict[str, Any], payload: bytes) -> np.ndarray | None:

@@ -175,45 +175,6 @@ def prime_thread_pools(device: str) -> None:
         torch.cuda.synchronize()
 
 
-# CPU time beyond wall x allotted cores that is still wall time: the two clock reads around a call
-# (~1 us) and the accounting of other threads, which the kernel brings up to date only at a
-# scheduler tick (<= 4 ms at HZ=250) per thread that may run beside the main one ...
-CPU_CLOCK_SLACK_NS = 50_000
-SCHED_TICK_NS = 4_000_000
-# ... and a relative margin, so an honest multi-threaded call never has its time replaced.
-CPU_EXCESS_FRACTION = 0.1
-
-
-def counted_time(wall_ns: float, cpu_ns: float, cores: int) -> float:
-    """The time a call counts for: its wall time, unless it used clearly more CPU time than
-    ``cores`` can give in that wall time (threads or processes working in parallel beyond the
-    allotment); then its CPU time spread over the allotted cores."""
-    slack = CPU_CLOCK_SLACK_NS + (cores - 1) * SCHED_TICK_NS + CPU_EXCESS_FRACTION * wall_ns
-    return cpu_ns / cores if cpu_ns / cores > wall_ns + slack else wall_ns
-
-
-def _cpu_clock() -> Any:
-    """A clock of the calling process's CPU time in ns: all its threads, live or ended, and the
-    children it has waited for. Its functions are bound here, out of candidate code's reach."""
-    import resource
-
-    clock, process, getrusage, children = (
-        time.clock_gettime_ns,
-        time.CLOCK_PROCESS_CPUTIME_ID,
-        resource.getrusage,
-        resource.RUSAGE_CHILDREN,
-    )
-
-    def cpu_ns() -> int:
-        usage = getrusage(children)
-        return clock(process) + int((usage.ru_utime + usage.ru_stime) * 1e9)
-
-    return cpu_ns
-
-
-CPU_NS = _cpu_clock()  # bound when the (trusted) parent imports this module
-
-
 def run_delay(path: str = "/proc/thread-self/schedstat") -> int:
     """Nanoseconds a thread (default: the calling one) has spent runnable but waiting for a CPU:
     the kernel's run-queue delay, the second field of its schedstat; 0 where not accounted."""
@@ -327,6 +288,13 @@ class InputSource:
             raise _Verdict("tampering", f"input set {index} no longer matches the harness's frozen spec")
         return inputs
 
+    def drawn(self, seed: int) -> list[Any]:
+        """A fresh set under ``seed`` (which the parent draws at random for every timed call)."""
+        inputs = self._normal(seed)
+        if _spec_of(inputs) != self.spec[0]:
+            raise _Verdict("reference_error", "get_inputs() returned a different shape or dtype under another seed")
+        return inputs
+
     def unchanged(self, index: int, given: list[Any], before: list[Any] | None) -> bool:
         """Whether the inputs handed to a call are as generated (before: their fingerprint then)."""
         import torch
@@ -384,22 +352,18 @@ class _Harness:
         self.device = settings["device"]
         self.cuda = self.device.startswith("cuda")
         self.last: dict[int, Any] = {}
-        self.staged: dict[int, list[Any]] = {}
         self.pending: tuple[Any, list[Any], int, list[Any] | None] | None = None
-        self.pool = max(1, min(int(settings.get("pool_size", 1)), len(settings["seeds"])))
-        self.inner_repeats = max(1, int(settings.get("inner_repeats", 1)))
         self.tolerances = settings.get("tolerances", {})
+        self.last_given: tuple[list[Any], Any] | None = None  # (inputs, output) of the last "given" call
+        self.region: Any = None  # the region shared with the parent (``share``)
         # bound now, before candidate code could replace them (the integrity check also watches them)
         self._perf = time.perf_counter_ns
-        self._cpu = CPU_NS
-        # the CPU time a call may use per wall-clock ns (KernelBench's protocol: wall time only)
-        self.cores = max(1, int(settings.get("threads", 1))) if settings.get("hardened", True) else None
         self._sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=self.device) if self.cuda else None
 
     def _inputs(self, index: int) -> tuple[list[Any], list[Any] | None]:
         """Inputs for one call and, for lazily generated ones, their fingerprint before the call."""
-        inputs = self.staged.pop(index, None) or self.source.get(index)
+        inputs = self.source.get(index)
         before = self.source.fingerprint(inputs) if self.source.lazy or index >= self.source.n else None
         return inputs, before
 
@@ -422,37 +386,11 @@ class _Harness:
             info["host_ns"] = self._perf() - t0
             info["ns"] = start.elapsed_time(end) * 1e6
         elif timed:
-            # CPU: the fastest of a few back-to-back calls. Slowdowns on a shared CPU are one-sided
-            # (page faults, preemption) and hit the two workers independently, so a single call
-            # per sample makes per-pair ratios bimodal (measured 0.2x-5x for identical code).
-            # The process's CPU time (every thread, and children it waited for) is read around each
-            # call too: work on more cores than allotted is counted as if done on the allotted ones.
-            times, counted, cpu_total, waited = [], [], 0, 0
-            for repeat in range(self.inner_repeats):
-                if repeat:
-                    inputs = self.source.get(index)
-                w0 = run_delay()
-                c0 = self._cpu()
-                t0 = self._perf()
-                out = self.model(*inputs)
-                wall = self._perf() - t0
-                if self.integrity is not None:
-                    # threads it started must end first, and the CPU time they spent after the
-                    # call returned counts too (work moved outside the timed window)
-                    settle_threads(self.integrity.threads)
-                cpu = self._cpu() - c0
-                waited += run_delay() - w0
-                times.append(wall)
-                counted.append(counted_time(wall, cpu, self.cores) if self.cores else wall)
-                cpu_total += cpu
-            info["ns"] = min(counted)
-            info["wall_ns"] = min(times)
-            info["cpu_ns"] = cpu_total
-            info["cpu_counted"] = counted != times
-            info["total_ns"] = sum(times)  # what the parent's round-trip clock must roughly agree with
-            # of which this thread sat runnable, waiting for a core (preempted): the parent takes
-            # waiting out of both its clock and this total before comparing them
-            info["wait_ns"] = waited
+            # CPU, self-timed: KernelBench's protocol only. Hardened CPU timing is the parent's
+            # round-trip clock around "given" calls; nothing this process reports is used.
+            t0 = self._perf()
+            out = self.model(*inputs)
+            info["ns"] = self._perf() - t0
         else:
             out = self.model(*inputs)
             self._sync()
@@ -468,8 +406,6 @@ class _Harness:
         if self.pending is None or self.integrity is None:
             self.pending = None
             return
-        import torch
-
         out, inputs, index, before = self.pending
         self.pending = None
         problems = self.integrity.violations()
@@ -477,14 +413,7 @@ class _Harness:
             raise _Verdict("tampering", "; ".join(problems))
         if not self.source.unchanged(index, inputs, before):
             raise _Verdict("input_mutation", "an input tensor was modified in place")
-        if isinstance(out, torch.Tensor) and out.numel() > 0:
-            lo = out.untyped_storage().data_ptr()
-            hi = lo + out.untyped_storage().nbytes()
-            for given in inputs:
-                if isinstance(given, torch.Tensor) and given.numel() > 0:
-                    g_lo = given.untyped_storage().data_ptr()
-                    if g_lo < hi and lo < g_lo + given.untyped_storage().nbytes():
-                        raise _Verdict("output_aliases_input", "the output shares memory with an input")
+        _check_aliasing(out, inputs)
 
     def _describe_output(self, out: Any, cmd: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         """The output as bytes (CPU), or on a GPU as a handle the reference worker can map."""
@@ -511,15 +440,73 @@ class _Harness:
         self.pending = None
         return judge_output(out, meta, self.tolerances)
 
+    def share(self, size: int) -> None:
+        """Map the region the parent shares with this worker (its descriptor follows the
+        command on the socket): inputs of "given" calls arrive there, outputs leave there."""
+        import mmap
+        import socket
+
+        _, fds, _, _ = socket.recv_fds(self.conn, 1, 1)
+        try:
+            self.region = mmap.mmap(fds[0], size)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def given(self, metas: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+        """A forward on the inputs the parent just wrote into the shared region (hardened CPU
+        timing); the output is copied to ``offset`` there before the reply. The parent's clock
+        times the whole exchange, and reads the output as soon as the reply arrives."""
+        inputs = wire.decode_inputs(metas, self.region)
+        out = self.model(*inputs)
+        self.last_given = (inputs, out)
+        return wire.write_output(out, self.region, offset)
+
+    def echo(self, metas: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+        """Everything ``given`` does but the forward (reference only): the parent's calibration
+        of the harness's own share of a timed exchange."""
+        wire.decode_inputs(metas, self.region)
+        return wire.write_output(self.last_given[1] if self.last_given is not None else None, self.region, offset)
+
+    def _check_given(self) -> None:
+        """After a "given" call: the integrity check, and the output must not share memory with
+        an input (the parent's copy of the inputs is pristine, so mutating them gains nothing)."""
+        if self.integrity is None or self.last_given is None:
+            return
+        problems = self.integrity.violations()
+        if problems:
+            raise _Verdict("tampering", "; ".join(problems))
+        inputs, out = self.last_given
+        _check_aliasing(out, inputs)
+
     def serve(self) -> None:
         while True:
             cmd, _ = wire.recv(self.conn.fileno())
             op = cmd.get("cmd")
             if op == "exit":
                 return
-            index = int(cmd["set"])
+            index = int(cmd.get("set", -1))
             nonce = cmd.get("nonce")
             try:
+                if op == "share":
+                    self.share(int(cmd["size"]))
+                    _reply(self.conn, {"ok": True, "nonce": nonce})
+                    continue
+                if op in ("given", "echo"):
+                    meta = (self.given if op == "given" else self.echo)(cmd.get("inputs") or [], int(cmd["offset"]))
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta})
+                    if op == "given":
+                        self._check_given()
+                        _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
+                    continue
+                if op == "draw":  # reference only
+                    metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"])))
+                    if self.region is not None and len(payload) <= len(self.region):
+                        self.region[: len(payload)] = payload  # at memory speed, not through the socket
+                        _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas, "in_region": len(payload)})
+                    else:
+                        _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas}, payload)
+                    continue
                 if op == "last":
                     meta, payload = self._describe_output(self.last.get(index), cmd)
                     _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta}, payload)
@@ -534,9 +521,6 @@ class _Harness:
                     self.last[index] = out
                     _reply(self.conn, {"ok": True, "nonce": nonce, **info})
                     self._check_pending()
-                    for i in range(self.pool if not self.source.lazy else 0):  # next inputs, cloned off the clock
-                        if i not in self.staged:
-                            self.staged[i] = self.source.get(i)
                     _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                 else:
                     self._check_pending()
@@ -546,13 +530,27 @@ class _Harness:
                 _reply(self.conn, {"ok": False, "nonce": nonce, "kind": verdict.kind, "error": verdict.message})
                 return  # the process state can no longer be trusted
             except MemoryError as exc:
-                self.pending = None
+                self.pending = self.last_given = None
                 _reply(self.conn, {"ok": False, "nonce": nonce, "kind": "oom", "error": _describe(exc)})
             except BaseException as exc:  # noqa: BLE001 - SystemExit from a candidate is a failure too
-                self.pending = None
+                self.pending = self.last_given = None
                 text = _describe(exc)
                 kind = "oom" if "out of memory" in text or "can't allocate memory" in text else "runtime_error"
                 _reply(self.conn, {"ok": False, "nonce": nonce, "kind": kind, "error": text})
+
+
+def _check_aliasing(out: Any, inputs: list[Any]) -> None:
+    import torch
+
+    if not isinstance(out, torch.Tensor) or out.numel() == 0:
+        return
+    lo = out.untyped_storage().data_ptr()
+    hi = lo + out.untyped_storage().nbytes()
+    for given in inputs:
+        if isinstance(given, torch.Tensor) and given.numel() > 0:
+            g_lo = given.untyped_storage().data_ptr()
+            if g_lo < hi and lo < g_lo + given.untyped_storage().nbytes():
+                raise _Verdict("output_aliases_input", "the output shares memory with an input")
 
 
 def judge_output(ref: Any, meta: dict[str, Any], tolerances: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -639,9 +637,11 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
         os.dup2(log, 1)  # what a candidate prints is kept apart from the workflow's own logs
         os.dup2(log, 2)
         os.close(log)
-        if settings.get("cpu_core") is not None:
-            # reference and candidate share one core, so a busier or slower core never favours one side
-            os.sched_setaffinity(0, {int(settings["cpu_core"])})
+        if settings.get("cpu_cores"):
+            # Reference and candidate share the same allotted cores, so a busier or slower core
+            # never favours one side; a hardened candidate may not leave them (seccomp below), so
+            # threads or processes it starts cannot work in parallel beyond its allotment.
+            os.sched_setaffinity(0, {int(c) for c in settings["cpu_cores"]})
         import torch
 
         fix_global_state(settings)
@@ -664,7 +664,7 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
 
             # before candidate code runs (module level included): other processes' scheduling,
             # limits and memory are out of reach
-            seccomp = bool(settings.get("seccomp", True)) and protect_others()
+            seccomp = bool(settings.get("seccomp", True)) and protect_others(pinned=bool(settings.get("pinned")))
             try:
                 candidate = _load_module("testtime_candidate", candidate_src or "", "candidate.py")
                 cls = candidate.ModelNew
