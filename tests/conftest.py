@@ -48,7 +48,7 @@ def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subproces
 
 # What a user's checkout holds besides the workflow: never copied into a test's workflow copy,
 # so no test depends on what is already built (or installed) in the work tree.
-NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv", "*.egg-info")
+NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv*", "*.egg-info")
 
 
 def copy_repo(dest: Path) -> Path:
