@@ -1,7 +1,9 @@
-"""Shared fixtures: the repository root, the real embedded model (materialised once), data paths."""
+"""Shared fixtures: the repository root, the real embedded model (materialised once), data paths,
+the LoRA policy of the TTT tests."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -33,6 +35,50 @@ def model_dir() -> Path:
     return target
 
 
+# The TTT run of the LoRA policy tests (tests/test_ttt.py, tests/test_ttt_trl.py): a rank-4 LoRA
+# on q_proj and v_proj, the paper's Adam betas, fp32, no zero-advantage skip.
+LORA_RUN = {
+    "seed": 42,
+    "lr": 1e-3,
+    "lora_rank": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "lora_targets": ["q_proj", "v_proj"],
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "adam_eps": 1e-12,
+    "skip_zero_advantage": False,
+    "autocast": "none",
+}
+
+
+@pytest.fixture(scope="module")
+def ttt_backend(model_dir):
+    """The embedded model in the transformers backend (2 torch threads), one per test module. Its
+    model is never adapted: ``make_lora_policy`` puts each LoRA on a copy."""
+    import torch
+
+    from testtime.sampling.hf import TransformersBackend
+
+    torch.set_num_threads(2)
+    return TransformersBackend(str(model_dir))
+
+
+@pytest.fixture
+def make_lora_policy(ttt_backend):
+    """``make_lora_policy(overrides=None, **kw)``: a ``LoraPolicy`` with ``LORA_RUN`` updated by
+    ``overrides``, on a private copy of ``ttt_backend``'s model, so that tests do not leak LoRA
+    layers into each other; ``kw`` goes to ``LoraPolicy`` (``adapter_dir``, ``optimizer_path``)."""
+    from testtime.ttt.policy import LoraPolicy
+
+    def make(overrides: dict | None = None, **kw):
+        clone = copy.copy(ttt_backend)
+        clone.model = copy.deepcopy(ttt_backend.model)
+        return LoraPolicy(clone, {**LORA_RUN, **(overrides or {})}, **kw)
+
+    return make
+
+
 def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI of this interpreter's environment."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -48,7 +94,7 @@ def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subproces
 
 # What a user's checkout holds besides the workflow: never copied into a test's workflow copy,
 # so no test depends on what is already built (or installed) in the work tree.
-NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv", "*.egg-info")
+NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv*", "*.egg-info")
 
 
 def copy_repo(dest: Path) -> Path:

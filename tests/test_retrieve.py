@@ -161,6 +161,25 @@ def test_model_is_fetched_from_the_offline_cache_with_its_commit_and_checksums(m
         retrieve_model(f"hf:{MODEL_REPO}@{other}", tmp_path / "q", tmp_path / "q.json", **patterns)
 
 
+def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
+    """records.atomic_dir, behind retrieve_model's link directory and models.materialize: the new
+    directory replaces the old one (no merge), and a failed build leaves the old one and no temporary."""
+    from testtime.records import atomic_dir
+
+    out = tmp_path / "parent" / "out"  # the parent is created
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(out) as tmp:
+        (tmp / "b").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["b"]
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_dir(out) as tmp:
+            (tmp / "c").write_text("3")
+            raise RuntimeError("killed")
+    assert [p.name for p in out.iterdir()] == ["b"] and (out / "b").read_text() == "2"
+    assert [p.name for p in out.parent.iterdir()] == ["out"]
+
+
 def test_configured_cache_dir_and_a_missing_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))

@@ -143,55 +143,27 @@ def test_schema_rejects_unknown_run_keys_and_keeps_run_overrides_sparse():
 # The real model: scoring, the update, save/resume
 # --------------------------------------------------------------------------------------
 
-RUN = {
-    "seed": 42,
-    "lr": 1e-3,
-    "lora_rank": 4,
-    "lora_alpha": 8,
-    "lora_dropout": 0.0,
-    "lora_targets": ["q_proj", "v_proj"],
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.95,
-    "adam_eps": 1e-12,
-    "skip_zero_advantage": False,
-    "autocast": "none",
-}
 PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture(scope="module")
-def backend(model_dir):
-    from testtime.sampling.hf import TransformersBackend
-
-    torch.set_num_threads(2)
-    return TransformersBackend(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def drawn(backend):
+def drawn(ttt_backend):
     from testtime.sampling import SamplingParams
 
-    return backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
+    return ttt_backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
 
 
-def test_cached_prompt_scoring_matches_sampling_records_and_full_rescoring(backend, drawn):
+def test_cached_prompt_scoring_matches_sampling_records_and_full_rescoring(ttt_backend, drawn):
     from testtime.scoring import score_completions
 
-    prompt_ids = backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    prompt_ids = ttt_backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
     comps = [c.token_ids for c in drawn]
-    cached = score_completions(backend.model, prompt_ids, comps, backend.stop_ids[0], chunk=3)
-    full = backend.score(PROMPT, comps)
+    cached = score_completions(ttt_backend.model, prompt_ids, comps, ttt_backend.stop_ids[0], chunk=3)
+    full = ttt_backend.score(PROMPT, comps)
     for c, a, b in zip(drawn, cached, full):
         assert len(a) == len(c.token_logprobs)
         assert np.abs(np.array(a) - np.array(c.token_logprobs)).max() < 1e-4  # the sampler's own numbers
         assert np.abs(np.array(a) - np.array(b)).max() < 1e-4
-
-
-def fresh_policy(backend, run=RUN, **kw):
-    """A policy on a private copy of the model, so tests do not leak LoRA layers into each other."""
-    clone = copy.copy(backend)
-    clone.model = copy.deepcopy(backend.model)
-    return ttt_policy.LoraPolicy(clone, run, **kw)
 
 
 def batch_of(policy, drawn, adv):
@@ -207,8 +179,8 @@ def lora_state(policy):
     return {n: p.detach().clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
 
 
-def test_update_moves_logprobs_along_the_advantages_and_resumes_exactly(backend, drawn, tmp_path):
-    policy = fresh_policy(backend)
+def test_update_moves_logprobs_along_the_advantages_and_resumes_exactly(make_lora_policy, drawn, tmp_path):
+    policy = make_lora_policy()
     adv = [1.5, -0.5, -0.5, -0.5]
     batch = batch_of(policy, drawn, adv)
     before = [sum(x) for x in batch[0]["sampler_logprobs"]]
@@ -224,16 +196,16 @@ def test_update_moves_logprobs_along_the_advantages_and_resumes_exactly(backend,
     policy.save(tmp_path / "adapter", tmp_path / "optimizer.pt")
     batch2 = batch_of(policy, drawn, [-1.0, 1.0, 0.5, -0.5])
     policy.update(batch2)
-    resumed = fresh_policy(backend, adapter_dir=tmp_path / "adapter", optimizer_path=tmp_path / "optimizer.pt")
+    resumed = make_lora_policy(adapter_dir=tmp_path / "adapter", optimizer_path=tmp_path / "optimizer.pt")
     resumed.update(batch2)
     a, b = lora_state(policy), lora_state(resumed)
     assert a.keys() == b.keys()
     assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-7
 
 
-def test_all_zero_advantage_switch(backend, drawn):
+def test_all_zero_advantage_switch(make_lora_policy, drawn):
     for skip in (True, False):
-        policy = fresh_policy(backend, {**RUN, "skip_zero_advantage": skip})
+        policy = make_lora_policy({"skip_zero_advantage": skip})
         policy.update(batch_of(policy, drawn, [1.0, -1.0, 0.0, 0.0]))  # builds Adam momentum
         start = lora_state(policy)
         stats = policy.update(batch_of(policy, drawn, [0.0, 0.0, 0.0, 0.0]))
@@ -243,15 +215,15 @@ def test_all_zero_advantage_switch(backend, drawn):
         assert (moved == 0.0) is skip
 
 
-def test_duplicate_completions_merge_into_one_row_with_summed_advantage(backend, drawn):
+def test_duplicate_completions_merge_into_one_row_with_summed_advantage(ttt_backend, make_lora_policy, drawn):
     from testtime.scoring import completion_logprobs, merge_duplicates, score_completions
 
-    policy = fresh_policy(backend, {**RUN, "lora_targets": ["q_proj"]})
+    policy = make_lora_policy({"lora_targets": ["q_proj"]})
     with torch.no_grad():  # a non-zero B, so that every LoRA matrix gets a gradient
         for n, p in policy.peft.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.01)
-    prompt_ids = backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    prompt_ids = ttt_backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
     comps = [c.token_ids for c in drawn] + [drawn[0].token_ids, drawn[1].token_ids]
     q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
     adv = [1.0, -0.5, 0.3, -0.2, 0.7, 0.4]
@@ -274,12 +246,12 @@ def test_duplicate_completions_merge_into_one_row_with_summed_advantage(backend,
     assert max(float((full[n] - merged[n]).abs().max()) for n in full) < 1e-4 * scale
 
 
-def test_merged_sampling_is_the_adapted_policy(backend, drawn):
+def test_merged_sampling_is_the_adapted_policy(ttt_backend, make_lora_policy, drawn):
     from testtime.scoring import score_completions
 
-    policy = fresh_policy(backend)
+    policy = make_lora_policy()
     policy.update(batch_of(policy, drawn, [1.5, -0.5, -0.5, -0.5]))
-    prompt_ids = backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    prompt_ids = ttt_backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
     comps = [c.token_ids for c in drawn]
     unmerged = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
     base = [sum(c.token_logprobs) for c in drawn]

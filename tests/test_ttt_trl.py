@@ -23,29 +23,12 @@ REWARDS = [3.0, 0.0, 1.0, 0.5]
 K, MAX_LEN = 4, 8
 
 
-def test_update_matches_trl_grpo(model_dir, tmp_path):
+def test_update_matches_trl_grpo(make_lora_policy, tmp_path):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from testtime.sampling.hf import TransformersBackend
-
-    torch.set_num_threads(2)
-    backend = TransformersBackend(str(model_dir))
-    run = {
-        "seed": 0,
-        "lr": 1e-4,
-        "lora_rank": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "lora_targets": ["q_proj", "v_proj"],
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.95,
-        "adam_eps": 1e-12,
-        "skip_zero_advantage": False,
-        "autocast": "none",
-    }
-    ours = ttt_policy.LoraPolicy(backend, run)
+    ours = make_lora_policy({"seed": 0, "lr": 1e-4})
     trl_model = copy.deepcopy(ours.peft)  # the same LoRA init for both
 
     captured: dict = {}
@@ -70,7 +53,7 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
         beta=0.0,
         loss_type="dr_grpo",
         scale_rewards="batch",
-        learning_rate=run["lr"],
+        learning_rate=ours.run["lr"],
         lr_scheduler_type="constant",
         adam_beta2=0.95,
         adam_epsilon=1e-12,
@@ -93,7 +76,7 @@ def test_update_matches_trl_grpo(model_dir, tmp_path):
         reward_funcs=reward,
         args=args,
         train_dataset=Dataset.from_dict({"prompt": [prompt]}),
-        processing_class=backend.tokenizer,
+        processing_class=ours.backend.tokenizer,
         callbacks=[GradTap()],
     )
     generate = trainer._generate_and_score_completions

@@ -15,9 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +53,8 @@ def materialize(source: str, out_dir: str | Path, dtype: str = "float32") -> dic
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from testtime.records import atomic_dir
+
     out_dir = Path(out_dir)
     kwargs: dict[str, Any] = {}
     if source.startswith(PYPI_GGUF_PREFIX):
@@ -80,21 +79,14 @@ def materialize(source: str, out_dir: str | Path, dtype: str = "float32") -> dic
     model.generation_config.top_k = 0
     model.generation_config.top_p = 1.0
 
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    manifest = {
+        "source": source,
+        "dtype": dtype,
+        "architecture": type(model).__name__,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        manifest = {
-            "source": source,
-            "dtype": dtype,
-            "architecture": type(model).__name__,
-            "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        }
         (tmp / "testtime_model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

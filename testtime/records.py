@@ -1,10 +1,14 @@
-"""Parquet records with provenance in the file's schema metadata (see docs/records.md)."""
+"""Parquet records with provenance in the file's schema metadata (see docs/records.md), and the
+atomic writes behind them: a file (``write_table_atomic``) or a whole directory (``atomic_dir``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,25 @@ def write_table_atomic(table: pa.Table, path: str | Path) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Build a directory in a temporary sibling of ``out_dir``, yielded, then rename it over
+    ``out_dir`` (replacing what was there) when the block succeeds. If the block raises, the
+    temporary directory is removed and ``out_dir`` is left as it was, so a killed job never leaves
+    a half-written directory."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

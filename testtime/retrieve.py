@@ -224,11 +224,10 @@ def retrieve_model(
             f"{source}: commit {commit} has no config.json among the files selected by allow_patterns={allow_patterns} "
             f"ignore_patterns={ignore_patterns} ({len(files)} selected): not a model repository, or a partial cache"
         )
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
-        checksums = {}
+    from testtime.records import atomic_dir  # pandas/pyarrow: not at parse time
+
+    checksums = {}
+    with atomic_dir(out_dir) as tmp:
         for rel in files:
             target = folder / rel
             link = tmp / rel
@@ -236,12 +235,6 @@ def retrieve_model(
             link.symlink_to(target.absolute())
             checksums[rel] = {"sha256": sha256_file(target), "size": target.stat().st_size}
             logger.info("%s: %s (%d bytes)", source, rel, checksums[rel]["size"])
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     manifest = {
         "source": source,
         "repo_type": "model",
