@@ -1,10 +1,13 @@
 """The hardened evaluator on the 20 KernelBench L1 eval tasks (split seed 42) at CPU sizes.
 
-Usage: python benchmarks/bench_kernelbench_eval.py [--data PARQUET] [--repeats 5] [--ids 4 5 ...]
+Usage: python benchmarks/bench_kernelbench_eval.py [--data PARQUET | --bundled] [--repeats 5]
+       [--ids 4 5 ...] [--device cpu|cuda] [--sizes cpu|full]
 
-The candidate of each task is the reference's own forward body (a reference-equivalent kernel):
-every verdict must be correct, and its speedups show the evaluator's noise. Prints per task the
-verdicts and speedup spread over the repeats, then candidates per minute.
+The candidate of each task is the reference's own forward body (identical code): every verdict
+must be correct, and its speedups show the evaluator's noise. Prints per task the verdicts, the
+speedup spread over the repeats and how many CIs contain 1.0, then overall the coverage of 1.0
+by the speedup CI (it must be at least the nominal ci_level for identical code), the speedup
+percentiles and candidates per minute. ``--bundled`` uses the bundled CPU suite (no data needed).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from testtime.evaluation import EvalSettings, Evaluator
 from testtime.prompting import candidate_source, reference_forward_body
-from testtime.tasks import load_suite, make_split
+from testtime.tasks import load_bundled, load_suite, make_split
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kernelbench" / "level1-v01-2025-07.parquet"
 
@@ -27,17 +30,24 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("TESTTIME_L1_PARQUET", str(DEFAULT_DATA)))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ids", type=int, nargs="*")
+    ap.add_argument("--bundled", action="store_true", help="the bundled CPU suite instead of KernelBench L1")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", default="cpu", choices=["cpu", "full"])
     args = ap.parse_args()
-    tasks = load_suite({"source": args.data, "level": 1, "sizes": "cpu"})
-    eval_ids = make_split([t.problem_id for t in tasks], seed=42)["eval"]
-    chosen = [t for t in tasks if t.problem_id in (args.ids or eval_ids)]
-    settings = EvalSettings(cpu_core=0)
+    if args.bundled:
+        tasks = load_bundled()
+        chosen = [t for t in tasks if not args.ids or t.problem_id in args.ids]
+    else:
+        tasks = load_suite({"source": args.data, "level": 1, "sizes": args.sizes})
+        eval_ids = make_split([t.problem_id for t in tasks], seed=42)["eval"]
+        chosen = [t for t in tasks if t.problem_id in (args.ids or eval_ids)]
+    settings = EvalSettings(device=args.device, cpu_core=0 if args.device == "cpu" else None)
     print(
         f"{len(chosen)} tasks x {args.repeats} repeats, protocol {settings.protocol}, "
         f"{settings.correctness_trials}+{settings.wide_trials} trials, {settings.timing_pairs} timing pairs"
     )
     print(f"{'id':>3}  {'task':36} correct  {'min':>6} {'median':>6} {'max':>6}  ci_low>1  sec/cand  flags")
-    started, n_candidates, n_correct, all_speedups = time.monotonic(), 0, 0, []
+    started, n_candidates, n_correct, all_speedups, covered, above = time.monotonic(), 0, 0, [], 0, 0
     for task in chosen:
         body = reference_forward_body(task.code)
         source = candidate_source(body, task.code)
@@ -50,6 +60,8 @@ def main() -> None:
         n_correct += len(ok)
         speedups = [r.speedup for r in ok]
         all_speedups += speedups
+        covered += sum(r.speedup_ci_low <= 1.0 <= r.speedup_ci_high for r in ok)
+        above += sum(r.speedup_ci_low > 1.0 for r in ok)
         errors = {r.error_kind for r in results if not r.correct}
         flags = sorted({f for r in results for f in r.flags}) + sorted(e for e in errors if e)
         per = statistics.mean(r.wall_s for r in results)
@@ -68,6 +80,10 @@ def main() -> None:
     print(
         f"\ncorrect {n_correct}/{n_candidates}; speedup p5 {q[0]:.3f} p50 {statistics.median(all_speedups):.3f} p95 {q[-1]:.3f}; "
         f"{n_candidates / minutes:.1f} candidates/min ({minutes:.1f} min, reference setup included)"
+    )
+    print(
+        f"CI coverage of 1.0 (identical code): {covered}/{n_correct} = {covered / max(1, n_correct):.3f} "
+        f"(nominal {settings.ci_level}); CI entirely above 1 (fast_1_sig for identical code): {above}"
     )
 
 

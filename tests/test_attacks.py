@@ -67,6 +67,42 @@ def get_init_inputs():
 """
 
 
+# KernelBench tasks 14 and 15 at a CPU size: products of triangular matrices. get_inputs()
+# guarantees the structure, and a kernel that exploits it is the intended optimisation.
+TRIANGULAR = """import torch
+import torch.nn as nn
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, A, B):
+        return torch.{part}(torch.matmul(A, B))
+
+N = 256
+
+def get_inputs():
+    return [torch.{part}(torch.rand(N, N)), torch.{part}(torch.rand(N, N))]
+
+def get_init_inputs():
+    return []
+"""
+UPPER, LOWER = TRIANGULAR.replace("{part}", "triu"), TRIANGULAR.replace("{part}", "tril")
+# blockwise products that skip the zero blocks: right exactly when both inputs are triangular
+UPPER_BLOCKS = """n = A.shape[0] // 2
+C = torch.zeros_like(A)
+C[:n, :n] = A[:n, :n] @ B[:n, :n]
+C[:n, n:] = A[:n, :n] @ B[:n, n:] + A[:n, n:] @ B[n:, n:]
+C[n:, n:] = A[n:, n:] @ B[n:, n:]
+return torch.triu(C)"""
+LOWER_BLOCKS = """n = A.shape[0] // 2
+C = torch.zeros_like(A)
+C[:n, :n] = A[:n, :n] @ B[:n, :n]
+C[n:, :n] = A[n:, :n] @ B[:n, :n] + A[n:, n:] @ B[n:, :n]
+C[n:, n:] = A[n:, n:] @ B[n:, n:]
+return torch.tril(C)"""
+
+
 def run(body: str, problem: str = RELU, screened: str | None = None):
     source = candidate_source(body, problem, mode="auto")
     return evaluate_one(problem, source, SETTINGS, candidate_code(body, mode="auto") if screened is None else screened)
@@ -292,6 +328,8 @@ ATTACKS = [
     # H17: read files (caches, results)
     ("H17-open", "open('/etc/hostname').read()\nreturn torch.relu(x)", RELU, None, ("forbidden_construct",)),
     ("H17-load-runtime", "torch.load('/root/.bashrc')\nreturn torch.relu(x)", RELU, "return torch.relu(x)", ("runtime_error",)),
+    # H1 on structured inputs: rely on the values' sign (rand is non-negative), not the structure
+    ("H1-triangular-abs", "return torch.matmul(A, B).abs()", UPPER, None, ("robust_mismatch",)),
     # H19: racy / nondeterministic code that passes some trials
     (
         "H19-coin",
@@ -411,6 +449,16 @@ TIMED = [
         "import threading, time\nout = torch.zeros_like(x)\ndef fill():\n    time.sleep(0.02)\n    out.copy_(torch.relu(x))\nthreading.Thread(target=fill).start()\nreturn out",
     ),
 ]
+
+
+def test_wide_sets_hide_among_the_timed_calls():
+    # H1 with a call counter: right through the correctness trials (their one wide set
+    # included), then identity, which is right for every input in [0, 1). Wide sets slipped in
+    # among the timed calls at random (odds 1 in 3 before each of 25 rounds) catch it.
+    body = "import sys\nm = sys.modules[__name__]\nm.calls = getattr(m, 'calls', 0) + 1\nif m.calls > 4:\n    return x.clone()\nreturn torch.clamp(x, -1.0, 1.0)"
+    settings = EvalSettings(correctness_trials=3, timing_pairs=5, warmup=10, timeout_s=10, candidate_budget_s=60)
+    source = candidate_source(body, HARDTANH_UNIT)
+    rejected(evaluate_one(HARDTANH_UNIT, source, settings, "return x.clamp(-1.0, 1.0)"), "robust_mismatch")
 
 
 @pytest.mark.parametrize("name, body", TIMED, ids=[a[0] for a in TIMED])
@@ -543,6 +591,11 @@ LEGITIMATE = [
         RELU,
     ),
     ("local-named-input", "input = x.contiguous()\nreturn torch.relu(input)", RELU),
+    # exploit the structure get_inputs() guarantees (tasks 14 and 15): wide trials keep it
+    ("upper-triangular-product", "return torch.matmul(A, B)", UPPER),
+    ("upper-triangular-blocks", UPPER_BLOCKS, UPPER),
+    ("lower-triangular-product", "return torch.matmul(A, B)", LOWER),
+    ("lower-triangular-blocks", LOWER_BLOCKS, LOWER),
 ]
 
 
@@ -575,3 +628,21 @@ class TestOnABusyMachine:
     def test_legitimate_rewrites_pass_beside_a_cpu_burner(self, name, body, problem):
         result = run(body, problem)
         assert result.correct, f"{result.error_kind}: {result.error_message}"
+
+
+@pytest.mark.parametrize("problem_id", [14, 15])
+def test_kernelbench_triangular_tasks_accept_structure_and_reject_sign_exploits(problem_id):
+    from test_tasks import KB_DATA
+
+    from conftest import L1_V01
+    from testtime.tasks import load_suite
+
+    if not (KB_DATA / L1_V01).is_file():
+        pytest.skip(f"KernelBench data not found at {KB_DATA} (set TESTTIME_KERNELBENCH_DATA)")
+    task = next(
+        t for t in load_suite({"source": str(KB_DATA / L1_V01), "level": 1, "sizes": "cpu"}) if t.problem_id == problem_id
+    )
+    exploit = "return torch.matmul(A, B)"  # the product of two triangular matrices is triangular
+    result = run(exploit, task.code)
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    rejected(run("return torch.matmul(A, B).abs()", task.code), "robust_mismatch")

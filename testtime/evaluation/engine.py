@@ -69,6 +69,8 @@ BOOTSTRAP_RESAMPLES = 2000
 # Seeds of the wide (signed) correctness trials start this far above the normal trial seeds, so the
 # two families never share a seed for any realistic correctness_trials.
 WIDE_SEED_OFFSET = 1000
+# CPU: before each timed round, with odds of one in this many, an untimed round on a wide set.
+WIDE_ROUND_ODDS = 3
 # --- process housekeeping -------------------------------------------------------------------------
 # After a read fails, how long to wait for the worker's exit status (it is normally already gone).
 CRASH_REAP_S = 1.0
@@ -438,6 +440,15 @@ def _worked(header: dict[str, Any]) -> float:
     return total - (float(wait) if isinstance(wait, (int, float)) and 0 <= wait <= total else 0.0)
 
 
+def _any_finite(meta: dict[str, Any], out: np.ndarray | None) -> bool:
+    """Whether a reference output has a finite element to judge (GPU: as its worker reported)."""
+    if meta.get("kind") != "tensor":
+        return False
+    if out is None:
+        return bool(meta.get("any_finite", True))
+    return out.dtype.kind != "f" or bool(np.isfinite(out).any())
+
+
 def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
     """(affinity, nice, policy) of every thread of ``pid`` (0: the calling thread only)."""
     tids = [0]
@@ -458,9 +469,16 @@ def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
 
 
 def compare(
-    ref: np.ndarray | None, ref_meta: dict[str, Any], meta: dict[str, Any], out: np.ndarray | None, atol: float, rtol: float
+    ref: np.ndarray | None,
+    ref_meta: dict[str, Any],
+    meta: dict[str, Any],
+    out: np.ndarray | None,
+    atol: float,
+    rtol: float,
+    finite_only: bool = False,
 ) -> tuple[str | None, float | None]:
-    """(error_kind, max_abs_diff) of one candidate output against the reference output."""
+    """(error_kind, max_abs_diff) of one candidate output against the reference output.
+    ``finite_only`` (wide sets): positions where the reference is not finite are not judged."""
     if out is None:
         return ("abstain" if meta.get("type") == "NoneType" else "output_type_error"), None
     if ref is None:
@@ -478,7 +496,9 @@ def compare(
         return (None if diff == 0 else "numerical_mismatch"), diff
     ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
     finite = np.isfinite(ref64)
-    if not np.all(np.isfinite(out64[finite])) or not np.array_equal(ref64[~finite], out64[~finite], equal_nan=True):
+    if not np.all(np.isfinite(out64[finite])) or (
+        not finite_only and not np.array_equal(ref64[~finite], out64[~finite], equal_nan=True)
+    ):
         return "nan_inf", None
     diff = np.abs(ref64[finite] - out64[finite])
     max_diff = float(diff.max(initial=0.0))
@@ -535,22 +555,20 @@ class Evaluator:
             if header.get("ok") is not True:
                 raise WorkerFailed(str(header.get("kind")), str(header.get("error")))
             for index in range(int(header["n_sets"])):
-                meta, payload = self.reference.request("run", index, probe=True)
+                try:
+                    meta, payload = self.reference.request("run", index, probe=True)
+                except WorkerFailed as exc:
+                    if index < self.n_normal or exc.kind not in ("runtime_error", "oom"):
+                        raise
+                    # the reference itself fails on this wide set (a domain it does not admit)
+                    self.reference_outputs.append(({"kind": "error"}, None))
+                    self.wide_skipped.append(index)
+                    continue
                 out = None if self.settings.on_gpu else wire.decode_output(meta["output"], payload)
                 self.reference_outputs.append((meta["output"], out))
-            for index in range(self.n_normal, len(self.reference_outputs)):
-                normal_meta, normal = self.reference_outputs[index % self.n_normal]
-                wide_meta, wide = self.reference_outputs[index]
-                # The op's domain does not admit signed/wide inputs (log, sqrt, ...): skip that trial.
-                if self.settings.on_gpu:
-                    skip = wide_meta.get("kind") != "tensor" or (
-                        not wide_meta.get("finite", True) and normal_meta.get("finite", True)
-                    )
-                else:
-                    skip = wide is None or (
-                        wide.dtype.kind == "f" and not np.all(np.isfinite(wide)) and np.all(np.isfinite(normal))
-                    )
-                if skip:
+                if index >= self.n_normal and not _any_finite(meta["output"], out):
+                    # wide inputs outside the op's domain everywhere (log, sqrt of negatives): no
+                    # position to judge. Partly outside: only the finite positions are judged.
                     self.wide_skipped.append(index)
             for _ in range(self.settings.warmup):
                 self.reference.request("time", 0)
@@ -675,7 +693,7 @@ class Evaluator:
             raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
         ref_meta, ref = self.reference_outputs[index]
         atol, rtol = self._tolerance(ref_meta)
-        kind, diff = compare(ref, ref_meta, meta, out, atol, rtol)
+        kind, diff = compare(ref, ref_meta, meta, out, atol, rtol, finite_only=index >= self.n_normal)
         if diff is not None:
             result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
         return kind
@@ -751,12 +769,10 @@ class Evaluator:
         try:
             for round_ in range(rounds):
                 self._check_scheduling(worker)
+                if self.settings.wide_trials and secrets.randbelow(WIDE_ROUND_ODDS) == 0:
+                    self._judge_wide_round(worker, result, remaining)
                 metas, inputs = self._draw()
-                # inputs, then the output (the reference's size; a larger one does not fit)
-                offset = -(-len(inputs) // 64) * 64
-                size = offset + max(1, wire.output_nbytes(self.reference_outputs[0][0]))
-                self.reference.share(size)
-                worker.share(size)
+                offset = self._share(worker, inputs)
                 answers = {}
                 for who in ("ref", "cand") if round_ % 2 == 0 else ("cand", "ref"):
                     side = self.reference if who == "ref" else worker
@@ -781,17 +797,53 @@ class Evaluator:
         result.timing_method = "parent_clock"
         self._set_timing(result, ref_ns, cand_ns)
 
-    def _draw(self) -> tuple[list[dict[str, Any]], bytes]:
-        """A fresh input set from the reference worker, under a seed nobody could predict."""
+    def _share(self, worker: _Worker, inputs: bytes) -> int:
+        """Make sure both workers share a region big enough for ``inputs`` then the output (the
+        reference's size: a larger one does not fit); returns the output's offset there."""
         assert self.reference is not None
-        header, payload = self.reference.request("draw", -1, seed=secrets.randbits(62))
+        offset = -(-len(inputs) // 64) * 64
+        size = offset + max(1, wire.output_nbytes(self.reference_outputs[0][0]))
+        self.reference.share(size)
+        worker.share(size)
+        return offset
+
+    def _judge_wide_round(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
+        """An untimed round on a fresh wide set (random signs), slipped in among the timed
+        rounds at random: no call count or order tells a candidate which inputs are judged wide."""
+        assert self.reference is not None
+        metas, inputs = self._draw(signs=[1 if secrets.randbits(1) else -1 for _ in range(8)])
+        offset = self._share(worker, inputs)
+        try:
+            ref_meta, ref_out, _ = self.reference.exchange("given", metas, inputs, offset)
+        except WorkerFailed as exc:
+            if exc.kind not in ("runtime_error", "oom"):
+                raise
+            if "wide_trials_skipped_domain" not in result.flags:
+                result.flags.append("wide_trials_skipped_domain")  # the reference fails on it too
+            return
+        cand_meta, cand_out, _ = worker.exchange("given", metas, inputs, offset, remaining())
+        kind = self._compare_given((ref_meta, ref_out), (cand_meta, cand_out), result, finite_only=True)
+        if kind in ("numerical_mismatch", "nan_inf"):
+            raise WorkerFailed("robust_mismatch", f"a wide set among the timed calls: {kind}")
+        if kind is not None:
+            raise WorkerFailed(kind, f"a wide set among the timed calls: {kind}")
+
+    def _draw(self, signs: list[int] | None = None) -> tuple[list[dict[str, Any]], bytes]:
+        """A fresh input set from the reference worker, under a seed nobody could predict
+        (``signs``: a wide one)."""
+        assert self.reference is not None
+        header, payload = self.reference.request("draw", -1, seed=secrets.randbits(62), signs=signs)
         size = header.get("in_region")
         if isinstance(size, int) and self.reference.region is not None and 0 <= size <= len(self.reference.region):
             payload = self.reference.region[:size]
         return header["inputs"], payload
 
     def _compare_given(
-        self, ref: tuple[dict[str, Any], bytes], cand: tuple[dict[str, Any], bytes], result: EvalResult
+        self,
+        ref: tuple[dict[str, Any], bytes],
+        cand: tuple[dict[str, Any], bytes],
+        result: EvalResult,
+        finite_only: bool = False,
     ) -> str | None:
         if cand[0].get("kind") == "too_large":
             return "shape_mismatch"
@@ -801,7 +853,7 @@ class Evaluator:
         except (KeyError, ValueError) as exc:
             raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
         atol, rtol = self._tolerance(ref[0])
-        kind, diff = compare(ref_out, ref[0], cand[0], out, atol, rtol)
+        kind, diff = compare(ref_out, ref[0], cand[0], out, atol, rtol, finite_only)
         if diff is not None:
             result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
         return kind

@@ -235,7 +235,7 @@ class InputSource:
         self.cast = bool(settings.get("cast_inputs"))
         # bound now: candidate code may rebind the module's names later
         self._get_inputs = problem.get_inputs
-        self._manual_seed, self._randn, self._generator = torch.manual_seed, torch.randn, torch.Generator
+        self._manual_seed = torch.manual_seed
         self._sum, self._amax, self._equal = torch.sum, torch.amax, torch.equal
         self.n = len(self.seeds) + len(self.wide_seeds)
         self.spec: list[list[Any]] = []
@@ -262,21 +262,31 @@ class InputSource:
         return inputs
 
     def _generate(self, index: int) -> list[Any]:
-        import torch
-
         n_normal = len(self.seeds)
         if index < n_normal:
             return self._normal(self.seeds[index])
         if index >= self.n:
             return self._normal(self.seeds[0] + 10_000 + index)
-        base = self._normal(self.seeds[(index - n_normal) % n_normal])
-        gen = self._generator(device=self.device).manual_seed(self.wide_seeds[index - n_normal])
-        return [
-            self._randn(x.shape, generator=gen, device=self.device, dtype=x.dtype) * self.scale
-            if isinstance(x, torch.Tensor) and x.is_floating_point()
-            else x
-            for x in base
-        ]
+        # the first float input negated, the next not, and so on: signs that catch kernels relying
+        # on the inputs' sign (identity for ReLU on rand) and products of them (|A @ B|)
+        return self.widen(self._normal(self.wide_seeds[index - n_normal]), [-1, 1] * 8)
+
+    def widen(self, inputs: list[Any], signs: list[int]) -> list[Any]:
+        """A wide set: the problem's own inputs (its generator, another seed) with each float
+        tensor scaled by ``wide_scale`` and a sign. Scaling keeps every structure get_inputs()
+        guarantees (triangular, symmetric, diagonal, banded, sparse; integer index ranges are
+        untouched) and moves values out of the range they were drawn from."""
+        import torch
+
+        floats = 0
+        widened = []
+        for x in inputs:
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                sign = signs[floats % len(signs)] if signs else 1
+                floats += 1
+                x = x * (self.scale * (-1.0 if sign < 0 else 1.0))
+            widened.append(x)
+        return widened
 
     def get(self, index: int) -> list[Any]:
         """A fresh copy of set ``index`` that the callee may keep or modify."""
@@ -288,9 +298,15 @@ class InputSource:
             raise _Verdict("tampering", f"input set {index} no longer matches the harness's frozen spec")
         return inputs
 
-    def drawn(self, seed: int) -> list[Any]:
-        """A fresh set under ``seed`` (which the parent draws at random for every timed call)."""
+    def is_wide(self, index: int) -> bool:
+        return len(self.seeds) <= index < self.n
+
+    def drawn(self, seed: int, signs: list[int] | None = None) -> list[Any]:
+        """A fresh set under ``seed`` (which the parent draws at random for every timed call);
+        with ``signs``, a wide one (``widen``)."""
         inputs = self._normal(seed)
+        if signs:
+            inputs = self.widen(inputs, signs)
         if _spec_of(inputs) != self.spec[0]:
             raise _Verdict("reference_error", "get_inputs() returned a different shape or dtype under another seed")
         return inputs
@@ -429,16 +445,18 @@ class _Harness:
                 meta = {
                     **{k: v for k, v in meta.items() if k != "ipc"},
                     "finite": bool(torch.isfinite(out).all()) if out.is_floating_point() else True,
+                    "any_finite": bool(torch.isfinite(out).any()) if out.is_floating_point() else True,
                 }
             return meta, b""
         meta, _ = wire.encode_output(out)
         return meta, b""
 
     def judge(self, index: int, meta: dict[str, Any]) -> dict[str, Any]:
-        """Reference worker: compute set ``index`` and compare a candidate's shared output."""
+        """Reference worker: compute set ``index`` and compare a candidate's shared output (on a
+        wide set, where the reference is finite)."""
         out, _ = self.call(index, timed=False)
         self.pending = None
-        return judge_output(out, meta, self.tolerances)
+        return judge_output(out, meta, self.tolerances, finite_only=self.source.is_wide(index))
 
     def share(self, size: int) -> None:
         """Map the region the parent shares with this worker (its descriptor follows the
@@ -500,7 +518,8 @@ class _Harness:
                         _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                     continue
                 if op == "draw":  # reference only
-                    metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"])))
+                    signs = [int(v) for v in cmd.get("signs") or []]
+                    metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"]), signs))
                     if self.region is not None and len(payload) <= len(self.region):
                         self.region[: len(payload)] = payload  # at memory speed, not through the socket
                         _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas, "in_region": len(payload)})
@@ -553,7 +572,9 @@ def _check_aliasing(out: Any, inputs: list[Any]) -> None:
                 raise _Verdict("output_aliases_input", "the output shares memory with an input")
 
 
-def judge_output(ref: Any, meta: dict[str, Any], tolerances: dict[str, dict[str, float]]) -> dict[str, Any]:
+def judge_output(
+    ref: Any, meta: dict[str, Any], tolerances: dict[str, dict[str, float]], finite_only: bool = False
+) -> dict[str, Any]:
     """Compare a candidate's shared CUDA output with the reference output, on the GPU."""
     import torch
 
@@ -574,13 +595,15 @@ def judge_output(ref: Any, meta: dict[str, Any], tolerances: dict[str, dict[str,
     tol = tolerances.get(str(ref.dtype).removeprefix("torch.")) or tolerances.get("float32") or {"atol": 1e-4, "rtol": 1e-4}
     try:
         with ipc.opened(meta) as out:
-            kind, diff = compare_tensors(ref, out, float(tol["atol"]), float(tol["rtol"]))
+            kind, diff = compare_tensors(ref, out, float(tol["atol"]), float(tol["rtol"]), finite_only=finite_only)
     except ValueError as exc:
         return {"kind": "protocol_error", "max_abs_diff": None, "detail": str(exc)}
     return {"kind": kind, "max_abs_diff": diff}
 
 
-def compare_tensors(ref: Any, out: Any, atol: float, rtol: float, chunk: int = 1 << 26) -> tuple[str | None, float]:
+def compare_tensors(
+    ref: Any, out: Any, atol: float, rtol: float, chunk: int = 1 << 26, finite_only: bool = False
+) -> tuple[str | None, float]:
     """(error_kind, max_abs_diff) with the semantics of ``engine.compare``, chunked so that an
     8 GiB output needs only a few hundred MiB of float64 temporaries."""
     import torch
@@ -598,7 +621,7 @@ def compare_tensors(ref: Any, out: Any, atol: float, rtol: float, chunk: int = 1
         if not bool(torch.isfinite(b[finite]).all()):
             nan_inf = True
             break
-        if not bool(finite.all()):
+        if not finite_only and not bool(finite.all()):
             an, bn = a[~finite], b[~finite]
             if not bool(((an == bn) | (torch.isnan(an) & torch.isnan(bn))).all()):
                 nan_inf = True
