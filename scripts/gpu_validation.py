@@ -228,6 +228,10 @@ def section_attacks(tasks) -> None:
         ("fp16 GEMM (18)", gemm, "return torch.matmul(A.T.half(), B.T.half()).float()", None),
         ("legit: clamp on HardTanh (32)", tasks[32].code, "return x.clamp(-1.0, 1.0)", None),
         ("legit: diag broadcast (12-v01)", tasks[12].code, "return A.unsqueeze(1) * B", None),
+        # wide sets keep get_inputs()' structure: the triangular product needs no triu/tril
+        ("legit: triangular product (14)", tasks[14].code, "return torch.matmul(A, B)", None),
+        ("legit: triangular product (15)", tasks[15].code, "return torch.matmul(A, B)", None),
+        ("sign exploit |A @ B| (14)", tasks[14].code, "return torch.matmul(A, B).abs()", None),
     ]
     print("\n== GPU attacks and legitimate rewrites at full size", flush=True)
     for label, problem, body, screened in cases:
