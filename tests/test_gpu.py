@@ -50,6 +50,18 @@ def test_cuda_verdicts(tasks, task, body, correct, kind):
         assert result.sandbox in ("landlock", "rlimits")
 
 
+def test_a_huge_host_allocation_is_oom_at_once(tasks):
+    # The host-memory cap of a GPU worker (RLIMIT_DATA once CUDA is up) fails the call at once.
+    # (Pinned host memory, torch.empty(..., pin_memory=True), is mapped by the driver and not
+    # capped: measured on an H200, a 60 GB pinned allocation ran into the 20 s request timeout.)
+    body = "y = torch.empty(15_000_000_000)\nreturn torch.relu(x)"
+    settings = EvalSettings(device="cuda", correctness_trials=2, timing_pairs=3, warmup=1, timeout_s=20)
+    with Evaluator(tasks["ReLU"], settings) as ev:
+        result = ev.evaluate(candidate_source(body, tasks["ReLU"]), "return torch.relu(x)")  # screen bypassed
+    assert not result.correct and result.error_kind == "oom", (result.error_kind, result.error_message)
+    assert result.wall_s < 10, f"{result.wall_s:.1f} s: not at once"
+
+
 def test_compare_tensors_matches_the_numpy_comparison():
     import numpy as np
 

@@ -5,7 +5,8 @@
   the candidate forks, double-forked and ``setsid`` daemons included, is reparented to the keeper
   rather than to init, so it stays in the keeper's subtree, where ``kill_tree`` finds and kills
   it. Unprivileged, and needs neither systemd nor cgroups.
-- rlimits: address space (CPU only; CUDA reserves huge virtual ranges), file size, no core dumps.
+- rlimits: address space (CPU; CUDA reserves huge virtual ranges), data segment (GPU, set once
+  CUDA is initialised: ``cap_host_data``), file size, no core dumps.
 - Landlock (Linux >= 5.13): the process may read and execute only the interpreter, its packages
   and system libraries, read/write only its scratch directory, and (ABI >= 4) neither bind nor
   connect TCP sockets, and (ABI >= 6) not signal processes outside its domain. Results, caches and the rest of the file system are invisible to it.
@@ -120,12 +121,11 @@ def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True
     os.environ["CUDA_CACHE_PATH"] = os.path.join(scratch, "cuda_cache")
     os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(scratch, "torch_extensions")
     os.chdir(scratch)
-    if not use_landlock:
-        return "rlimits"
+    writable: tuple[str, ...] = ()
     if device.startswith("cuda"):
         # The CUDA driver writes under /proc/<pid> while it initialises (measured on an H100:
-        # cudaGetDeviceCount fails with error 304 otherwise). The caller initialises CUDA first
-        # and the rules also let this process write its own /proc entry, nothing else there.
+        # cudaGetDeviceCount fails with error 304 otherwise): initialise it before Landlock, and
+        # let this process write its own /proc entry, nothing else there.
         import warnings
 
         import torch
@@ -134,10 +134,24 @@ def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True
             warnings.simplefilter("ignore")
             torch.cuda.init()
             torch.empty(1, device=device)
-        writable: tuple[str, ...] = (f"/proc/{os.getpid()}",)
-    else:
-        writable = ()
+        writable = (f"/proc/{os.getpid()}",)
+        if memory_mb > 0:
+            cap_host_data(memory_mb)
+    if not use_landlock:
+        return "rlimits"
     return "landlock" if landlock(scratch, device, writable=writable) else "rlimits"
+
+
+def cap_host_data(memory_mb: int) -> None:
+    """A GPU worker's host-memory cap, set once CUDA is initialised: RLIMIT_DATA (private
+    writable mappings: the heap and anonymous mmaps) at what it holds now plus ``memory_mb``.
+    Not RLIMIT_AS, which the driver's huge virtual reservations break; device allocations are
+    not private writable host mappings, so they do not count. A 60 GB host allocation then fails
+    at once (``oom``) instead of paging until the request times out."""
+    with open("/proc/self/status") as f:
+        data_kb = next(int(line.split()[1]) for line in f if line.startswith("VmData:"))
+    limit = data_kb * 1024 + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 # --- process trees -----------------------------------------------------------------------------
