@@ -404,29 +404,40 @@ for _ in range(10):
     torch.clamp(x[h:], min=0, out=out[h:])
 t.join()
 return out"""
-# ... the same, after trying to widen its own CPU affinity to every core (seccomp: EPERM)
-WIDENED = "import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept OSError:\n    pass\n" + PARALLEL
 # the harness's clocks, found on the heap, forged: nothing on the CPU path reads them
 HARNESS_TIMER = "import gc\nfor o in gc.get_objects():\n    if type(o).__name__ == '_Harness' and not hasattr(o._perf, '__code__'):\n        o._perf = lambda: 0\nreturn torch.relu(x)"
 # the harness's reply forged: an extra timing field claiming 1 ns, which the parent never reads
 FORGED_REPLY = "import gc\nfrom testtime.evaluation import wire\nsend = wire.send\ndef forged(fd, header, payload=b'', deadline=None):\n    header = {**header, 'ns': 1, 'host_ns': 1, 'total_ns': 1}\n    send(fd, header, payload, deadline)\nwire.send = forged\nreturn torch.relu(x)"
+# Were any of these believed, the speedup would be astronomical (a forged 1 ns, or the thread's
+# 20 relus for free); the bound leaves room for a busy machine's noise (once 2.9x for identical
+# work while other jobs ran), not for a forgery.
 OWN_TIMING = [
-    ("H13-work-after-return", AFTER_RETURN, 10),  # the relu the thread repeats costs it, not the call
-    ("H13-parallel-threads", PARALLEL, 2),
-    ("H13-parallel-widened", WIDENED, 2),
-    ("H14-harness-timer-runtime", HARNESS_TIMER, 2),
-    ("H15-forged-reply-runtime", FORGED_REPLY, 2),
+    ("H13-work-after-return", AFTER_RETURN),
+    ("H14-harness-timer-runtime", HARNESS_TIMER),
+    ("H15-forged-reply-runtime", FORGED_REPLY),
 ]
 
 
-@pytest.mark.parametrize("name, body, slower", OWN_TIMING, ids=[a[0] for a in OWN_TIMING])
-def test_own_timing_gains_nothing(name, body, slower):
+@pytest.mark.parametrize("name, body", OWN_TIMING, ids=[a[0] for a in OWN_TIMING])
+def test_own_timing_gains_nothing(name, body):
     result = run(body, screened="return torch.relu(x)")
     if not result.correct:
         rejected(result, "tampering", "runtime_error")
         return
     assert result.timing_method == "parent_clock"
-    assert result.speedup < 2, f"{name}: speedup {result.speedup:.2f} from forging its own timing"
+    assert result.speedup < 10, f"{name}: speedup {result.speedup:.2f} from forging its own timing"
+
+
+def test_parallel_threads_cannot_leave_the_allotted_core():
+    # Threads or processes working in parallel would gain from more cores than allotted: a
+    # hardened CPU worker is pinned (test_evaluation) and may not widen its own affinity. This
+    # candidate tries, then works on two threads; it fails if the widening succeeded.
+    body = (
+        "import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept PermissionError:\n    pass\n"
+        "else:\n    raise RuntimeError('widened its affinity')\n" + PARALLEL
+    )
+    result = run(body, screened="return torch.relu(x)")
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
 
 
 # H2/H12/H15 at the timing stage: every timed call is a fresh input set drawn under a random seed,
@@ -463,7 +474,9 @@ def test_wide_sets_hide_among_the_timed_calls():
 
 @pytest.mark.parametrize("name, body", TIMED, ids=[a[0] for a in TIMED])
 def test_timed_calls_are_fresh_and_judged(name, body):
-    rejected(run(body, screened="return torch.relu(x)"), "timed_output_mismatch", "tampering", "numerical_mismatch")
+    rejected(
+        run(body, screened="return torch.relu(x)"), "timed_output_mismatch", "robust_mismatch", "tampering", "numerical_mismatch"
+    )
 
 
 # H13: a daemon (fork, setsid, fork again, exec) escapes the worker's process group and is

@@ -440,6 +440,10 @@ def _worked(header: dict[str, Any]) -> float:
     return total - (float(wait) if isinstance(wait, (int, float)) and 0 <= wait <= total else 0.0)
 
 
+def _aligned(n: int, to: int = 64) -> int:
+    return -(-n // to) * to
+
+
 def _any_finite(meta: dict[str, Any], out: np.ndarray | None) -> bool:
     """Whether a reference output has a finite element to judge (GPU: as its worker reported)."""
     if meta.get("kind") != "tensor":
@@ -536,6 +540,7 @@ class Evaluator:
         self.reference_scheduling: set[tuple[Any, ...]] = set()
         self.parent_scheduling = _scheduling_of(0)
         self.reference_tainted = False
+        self.draw_at = 0  # where in its shared region the reference worker writes the sets it draws
 
     def __enter__(self) -> Evaluator:
         self._start_reference()
@@ -799,11 +804,13 @@ class Evaluator:
 
     def _share(self, worker: _Worker, inputs: bytes) -> int:
         """Make sure both workers share a region big enough for ``inputs`` then the output (the
-        reference's size: a larger one does not fit); returns the output's offset there."""
+        reference's size: a larger one does not fit); returns the output's offset there. The
+        reference's region has a third part, where it writes the sets it draws."""
         assert self.reference is not None
-        offset = -(-len(inputs) // 64) * 64
-        size = offset + max(1, wire.output_nbytes(self.reference_outputs[0][0]))
-        self.reference.share(size)
+        offset = _aligned(len(inputs))
+        size = offset + _aligned(max(1, wire.output_nbytes(self.reference_outputs[0][0])))
+        self.draw_at = size
+        self.reference.share(size + len(inputs))
         worker.share(size)
         return offset
 
@@ -832,10 +839,11 @@ class Evaluator:
         """A fresh input set from the reference worker, under a seed nobody could predict
         (``signs``: a wide one)."""
         assert self.reference is not None
-        header, payload = self.reference.request("draw", -1, seed=secrets.randbits(62), signs=signs)
+        at = self.draw_at if self.reference.region is not None else 0
+        header, payload = self.reference.request("draw", -1, seed=secrets.randbits(62), signs=signs, at=at)
         size = header.get("in_region")
-        if isinstance(size, int) and self.reference.region is not None and 0 <= size <= len(self.reference.region):
-            payload = self.reference.region[:size]
+        if isinstance(size, int) and at and 0 <= size <= len(self.reference.region or b"") - at:
+            payload = self.reference.region[at : at + size]  # type: ignore[index]
         return header["inputs"], payload
 
     def _compare_given(

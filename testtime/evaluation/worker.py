@@ -520,8 +520,11 @@ class _Harness:
                 if op == "draw":  # reference only
                     signs = [int(v) for v in cmd.get("signs") or []]
                     metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"]), signs))
-                    if self.region is not None and len(payload) <= len(self.region):
-                        self.region[: len(payload)] = payload  # at memory speed, not through the socket
+                    at = int(cmd.get("at") or 0)
+                    if self.region is not None and at and at + len(payload) <= len(self.region):
+                        # at memory speed, not through the socket; in a part of the region no timed
+                        # call uses, so that the draw leaves no side's inputs warmer than the other's
+                        self.region[at : at + len(payload)] = payload
                         _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas, "in_region": len(payload)})
                     else:
                         _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas}, payload)
