@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import mmap
 import os
 import secrets
@@ -510,6 +511,18 @@ def compare(
     return (None if ok else "numerical_mismatch"), max_diff
 
 
+def order_median_ci(ratios: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free CI of the median per-pair ratio: the order statistics X(k), X(n+1-k)
+    with the largest k whose two-sided binomial tail stays within 1 - level (for n <= 5 at 95%
+    none does: the whole range, which covers 1 - 2^(1-n) = 93.75% at n = 5)."""
+    values = sorted(float(r) for r in ratios)
+    n = len(values)
+    k = 1
+    while k < n // 2 and 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= 1 - level:
+        k += 1
+    return values[k - 1], values[n - k]
+
+
 def bootstrap_median_ci(
     ratios: list[float], level: float = 0.95, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> tuple[float, float]:
@@ -781,7 +794,8 @@ class Evaluator:
                 answers = {}
                 for who in ("ref", "cand") if round_ % 2 == 0 else ("cand", "ref"):
                     side = self.reference if who == "ref" else worker
-                    meta, output, ns = side.exchange("given", metas, inputs, offset, remaining() if who == "cand" else None)
+                    budget = remaining() if who == "cand" else None
+                    meta, output, ns = side.exchange("given", metas, inputs, offset, budget)
                     answers[who] = meta, output
                     (ref_rtt if who == "ref" else cand_rtt).append(ns)
                 echo_rtt.append(self.reference.exchange("echo", metas, inputs, offset)[2])
