@@ -144,3 +144,30 @@ def test_more_steps_add_steps_only_and_lr_reruns_updates_only(rlvr_workdir):
     assert more == {"rlvr_step": 1, "rlvr_table5": 1, "rlvr_curve": 1, "rlvr_all": 1}
     lr = dry(workdir, "rlvr:\n  tasks_per_step: 2\n  k: 2\n  steps: 2\n  save_every: 1\n  guardrails: warn\n  lr: 3.0e-4\n")
     assert lr == {"rlvr_step": STEPS, "rlvr_table5": 1, "rlvr_curve": 1, "rlvr_all": 1}  # step 0 keeps
+
+
+def test_trained_checkpoint_feeds_best_of_n_and_ttt_continues_its_adapter(rlvr_workdir):
+    """checkpoint.use: trained on the finished run: the Best-of-N samples and TTT step 0 start
+    from step 2's adapter (TTT continues it: its step-0 adapter is RLVR's), and say so."""
+    from safetensors.torch import load_file
+
+    workdir = rlvr_workdir["workdir"]
+    (workdir / "trained.yaml").write_text("checkpoint:\n  use: trained\n")
+    samples = "results/samples/smollm2-135m/bundled/seed42.parquet"
+    ttt0 = "results/ttt/main-s42/step0/metrics.json"
+    out = run_snakemake([samples, ttt0, "-c2", *TINY, str(workdir / "trained.yaml")], cwd=workdir)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "rlvr_step" not in out.stdout + out.stderr  # the finished run is reused
+    expected = {"use": "trained", "model": "smollm2-135m", "rlvr_run": "main", "adapter_step": STEPS}
+    assert read_provenance(workdir / samples)["checkpoint"] == expected
+    prov = json.loads((workdir / ttt0).read_text())["provenance"]
+    assert prov["checkpoint"] == {**expected, "init": "checkpoint", "lora": "continued", "adam": "fresh"}
+    ours = load_file(workdir / "results/ttt/main-s42/step0/adapter/adapter_model.safetensors")
+    rlvr = load_file(workdir / STEP_DIR.format(STEPS) / "adapter/adapter_model.safetensors")
+    assert ours.keys() == rlvr.keys() and all(torch_equal(ours[k], rlvr[k]) for k in ours)
+
+
+def torch_equal(a, b) -> bool:  # noqa: ANN001
+    import torch
+
+    return bool(torch.equal(a, b))
