@@ -213,3 +213,20 @@ def test_trained_checkpoint_of_another_model_names_the_keys(clean_repo):
     extra = override(clean_repo, "paper-mismatch", "checkpoint:\n  use: trained\n")
     out = run_snakemake(["-n", "figures/fig4.pdf", "--configfile", "config/paper.yaml", extra], cwd=clean_repo, timeout=180)
     assert out.returncode != 0 and "checkpoint.rlvr_run" in out.stdout + out.stderr
+
+
+def test_ttt_init_fresh_merges_the_trained_adapter_at_every_step_and_in_the_probe(clean_repo):
+    """ttt.init: fresh on a trained checkpoint: every TTT step, the transfer and the probe read
+    the RLVR adapter (merged under the fresh LoRA); with init: checkpoint only step 0 does."""
+    adapter = "results/rlvr/smollm2-135m/main/step2/adapter"
+
+    def jobs(text):
+        extra = override(clean_repo, "init", text)
+        stdout = plan(clean_repo, "figures/fig6.pdf", "--configfile", "config/config.yaml", extra)
+        return [b for b in stdout.split("\n\n") if "rule ttt_step:" in b or "rule probe_score:" in b]
+
+    fresh = jobs("checkpoint:\n  use: trained\nttt:\n  init: fresh\n")
+    assert fresh and all(adapter in b for b in fresh)
+    continued = jobs("checkpoint:\n  use: trained\n")
+    with_adapter = [b for b in continued if adapter in b]
+    assert len(with_adapter) == 1 and "main-s42/step0/" in with_adapter[0]
