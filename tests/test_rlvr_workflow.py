@@ -159,7 +159,9 @@ def test_trained_checkpoint_feeds_best_of_n_and_ttt_continues_its_adapter(rlvr_w
     assert out.returncode == 0, out.stderr[-4000:]
     assert "rlvr_step" not in out.stdout + out.stderr  # the finished run is reused
     expected = {"use": "trained", "model": "smollm2-135m", "rlvr_run": "main", "adapter_step": STEPS}
-    assert read_provenance(workdir / samples)["checkpoint"] == expected
+    sample_prov = read_provenance(workdir / samples)
+    assert sample_prov["checkpoint"] == expected
+    assert sample_prov["deviations_from_paper"]["checkpoint.use"] == ["trained", "fetched"]
     prov = json.loads((workdir / ttt0).read_text())["provenance"]
     assert prov["checkpoint"] == {**expected, "init": "checkpoint", "lora": "continued", "adam": "fresh"}
     ours = load_file(workdir / "results/ttt/main-s42/step0/adapter/adapter_model.safetensors")

@@ -40,7 +40,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     samples.insert(1, "suite", snakemake.wildcards.suite)
     log.info("%d samples, %.1f%% stopped before the token limit", len(samples), 100 * (samples["finish_reason"] == "stop").mean())
     prov = provenance.build(
-        {"sampling": sampling, "model": model},
+        {"sampling": sampling, "model": model, "checkpoint": checkpoint},
         model=snakemake.wildcards.model,
         suite=snakemake.wildcards.suite,
         suite_revision=split["suite_revision"],

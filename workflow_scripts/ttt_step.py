@@ -55,7 +55,13 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         frame.insert(0, "run", name)
         frame.insert(1, "step", step)
     prov = provenance.build(
-        {"ttt": run, "sampling": snakemake.params.sampling, "evaluation": snakemake.params.evaluation, "model": model},
+        {
+            "ttt": run,
+            "sampling": snakemake.params.sampling,
+            "evaluation": snakemake.params.evaluation,
+            "model": model,
+            "checkpoint": snakemake.params.checkpoint,
+        },
         run=name,
         step=step,
         model=run["model"],
