@@ -29,6 +29,7 @@ include: "rules/tasks.smk"
 include: "rules/models.smk"
 include: "rules/sampling.smk"
 include: "rules/evaluation.smk"
+include: "rules/rlvr.smk"
 include: "rules/ttt.smk"
 include: "rules/probes.smk"
 include: "rules/analysis.smk"
@@ -54,3 +55,9 @@ rule ttt_all:
         branch(bool(EXPERIMENTS["lr_sweep"]), then=ttt_table_file("table10.csv")),
         branch(bool(EXPERIMENTS["isolated"]), then=ttt_table_file("table12.csv")),
         branch(bool(EXPERIMENTS["transfer"]), then=ttt_table_file("transfer.csv")),
+
+
+rule rlvr_all:
+    """Table 5 and the training curve of every configured RLVR run (§8): snakemake rlvr_all."""
+    input:
+        rlvr_targets(),

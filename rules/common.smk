@@ -9,7 +9,14 @@ import os
 from testtime.codehash import script_code_hash
 from testtime.config import canonical
 from testtime.retrieve import is_remote, parse_source
-from testtime.runs import resolve_run, step_settings
+from testtime.runs import (
+    checkpoint_steps,
+    resolve_checkpoint,
+    resolve_rlvr_run,
+    resolve_run,
+    rlvr_step_settings,
+    step_settings,
+)
 
 
 wildcard_constraints:
@@ -241,7 +248,14 @@ def ttt_step_input(wc):
             evaluations=f"{prev}/evaluations.parquet",
             metrics=f"{prev}/metrics.json",
         )
+    inputs.update(ttt_checkpoint_input(wc.run, step))
     return inputs
+
+
+def ttt_merge_input(name):
+    """The trained checkpoint's adapter when TTT run `name` put a fresh LoRA on top of it (every
+    job loading the run's adapters merges it first), else nothing."""
+    return ttt_checkpoint_input(name, 1)
 
 
 def transfer_spec(name):
@@ -265,6 +279,7 @@ def transfer_input(wc):
         "split": split_file(target["suite"]),
         "model": model_dir_input(target["model"]),
         "adapter": f"{ttt_step_dir(spec['source'], spec['step'])}/adapter",
+        **ttt_merge_input(spec["source"]),
     }
 
 
@@ -291,6 +306,7 @@ def probe_input(wc):
         "model": model_dir_input(run["model"]),
         "adapters": [f"{ttt_step_dir(wc.run, s)}/adapter" for s in steps],
         "metrics": ttt_metrics(wc.run)[-1],
+        **ttt_merge_input(wc.run),
     }
 
 
@@ -328,3 +344,119 @@ def fig6_input(wc):
         raise WorkflowError("config key 'probe.run' is null; Figure 6 needs the TTT run to probe")
     table = f"results/tables/probes/{PROBE['run']}/seed{PROBE['seed']}/probe.csv"
     return {"table": table, "table_provenance": f"{table}.provenance.json"}
+
+
+# ---------------------------------------------------------------- RLVR runs and the checkpoint (rules/rlvr.smk, sampling, TTT, probes)
+
+
+def rlvr_run(name):
+    """An RLVR run's complete settings (testtime.runs), key-sorted."""
+    try:
+        return canonical(resolve_rlvr_run(config, name))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def rlvr_step_dir(model, run, step):
+    return f"results/rlvr/{model}/{run}/step{step}"
+
+
+def rlvr_step_file(model, run, step, name):
+    """A file of one RLVR step, e.g. rlvr_step_file("{model}", "{run}", "{step}", "metrics.json")."""
+    return f"{rlvr_step_dir(model, run, step)}/{name}"
+
+
+def rlvr_table_file(model, suite, run):
+    """Table 5 of one RLVR run: table_file(model, suite, "rlvr/{run}/table5.csv")."""
+    return table_file(model, suite, f"rlvr/{run}/table5.csv")
+
+
+def rlvr_curve_file(model, run):
+    return f"figures/rlvr/{model}/{run}/curve.pdf"
+
+
+def rlvr_targets():
+    """Table 5 and the training curve of every configured RLVR run (rule rlvr_all)."""
+    out = []
+    for name in config["rlvr"]["runs"]:
+        run = rlvr_run(name)
+        out += [rlvr_table_file(run["model"], run["suite"], name), rlvr_curve_file(run["model"], name)]
+    return out
+
+
+def rlvr_checked(wc):
+    """The RLVR run of a path, whose model (and suite, for tables) must be the path's."""
+    run = rlvr_run(wc.run)
+    if run["model"] != wc.model or ("suite" in wc.keys() and run["suite"] != wc.suite):
+        where = f"{run['model']}/{run['suite']}"
+        raise WorkflowError(f"RLVR run {wc.run!r} trains {where}; its outputs live under results/rlvr/{run['model']}/")
+    return run
+
+
+def rlvr_step_input(wc):
+    """Step 0 starts from the model; step s > 0 also reads step s-1's files."""
+    run = rlvr_checked(wc)
+    step = int(wc.step)
+    inputs = {"tasks": tasks_file(run["suite"]), "split": split_file(run["suite"]), "model": model_dir_input(run["model"])}
+    if step > 0:
+        prev = rlvr_step_dir(wc.model, wc.run, step - 1)
+        inputs.update(
+            adapter=f"{prev}/adapter",
+            optimizer=f"{prev}/optimizer.pt",
+            rollouts=f"{prev}/rollouts.parquet",
+            evaluations=f"{prev}/evaluations.parquet",
+            metrics=f"{prev}/metrics.json",
+        )
+    return inputs
+
+
+def rlvr_table_input(wc):
+    run = rlvr_checked(wc)
+    return [rlvr_step_file(wc.model, wc.run, s, "metrics.json") for s in range(run["steps"] + 1)]
+
+
+def checkpoint_for(model):
+    """The checkpoint (config `checkpoint`, testtime.runs.resolve_checkpoint) used where `model` is
+    sampled, adapted or probed: the configured one for run.model, the plain model otherwise."""
+    if model != RUN["model"]:
+        return {"use": "base", "model": model}
+    try:
+        return canonical(resolve_checkpoint(config))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def checkpoint_adapter(model):
+    """The trained checkpoint's adapter directory ([] unless `checkpoint.use: trained`)."""
+    ck = checkpoint_for(model)
+    if ck["use"] != "trained":
+        return []
+    run = rlvr_run(ck["rlvr_run"])
+    return [f"{rlvr_step_dir(run['model'], ck['rlvr_run'], ck['adapter_step'])}/adapter"]
+
+
+def ttt_start(name):
+    """Where TTT run `name` starts (§9.1): the checkpoint, and whether its LoRA is continued
+    (`ttt.init: checkpoint` on a trained adapter) or a fresh LoRA goes on top of it."""
+    run = ttt_run(name)
+    ck = checkpoint_for(run["model"])
+    continues = ck["use"] == "trained" and run["init"] == "checkpoint"
+    return {
+        **ck,
+        "init": run["init"],
+        "lora": "continued" if continues else "fresh",
+        "adam": run["init_optimizer"] if continues else "fresh",
+    }
+
+
+def ttt_checkpoint_input(name, step):
+    """A TTT step's checkpoint files: the adapter to continue (step 0) or to merge (every step,
+    fresh LoRA on a trained checkpoint), and the Adam state to continue (step 0)."""
+    start = ttt_start(name)
+    adapter = checkpoint_adapter(ttt_run(name)["model"])
+    if not adapter or (start["lora"] == "continued" and step > 0):
+        return {}
+    inputs = {"checkpoint_adapter": adapter[0]}
+    if step == 0 and start["adam"] == "checkpoint":
+        inputs["checkpoint_optimizer"] = adapter[0].removesuffix("adapter") + "optimizer.pt"
+    return inputs

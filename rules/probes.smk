@@ -22,6 +22,7 @@ rule probe_score:
         prompt_variant=config["sampling"]["prompt_variant"],
         model=lambda wc: cfg("models", probe_run(wc)["model"]),
         model_path=lambda wc: model_dir_path(probe_run(wc)["model"]),
+        checkpoint=lambda wc: ttt_start(wc.run),
         code=code("probe_score"),
     script:
         "../workflow_scripts/probe_score.py"

@@ -4,6 +4,7 @@ rule sample:
         tasks=tasks_file("{suite}"),
         split=split_file("{suite}"),
         model=lambda wc: model_dir_input(wc.model),
+        checkpoint=lambda wc: checkpoint_adapter(wc.model),
     output:
         samples_file("{model}", "{suite}", "{seed}"),
     log:
@@ -19,6 +20,7 @@ rule sample:
         sampling=cfg("sampling"),
         model=lambda wc: cfg("models", wc.model),
         model_path=lambda wc: model_dir_path(wc.model),
+        checkpoint=lambda wc: checkpoint_for(wc.model),
         code=code("sample"),
     script:
         "../workflow_scripts/sample.py"

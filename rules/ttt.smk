@@ -27,6 +27,7 @@ rule ttt_step:
         evaluation=cfg("evaluation"),
         model=lambda wc: cfg("models", ttt_run(wc.run)["model"]),
         model_path=lambda wc: model_dir_path(ttt_run(wc.run)["model"]),
+        checkpoint=lambda wc: ttt_start(wc.run),
         code=code("ttt_step"),
     script:
         "../workflow_scripts/ttt_step.py"
@@ -56,6 +57,7 @@ rule ttt_transfer:
         evaluation=cfg("evaluation"),
         model=lambda wc: cfg("models", transfer_target(wc)["model"]),
         model_path=lambda wc: model_dir_path(transfer_target(wc)["model"]),
+        checkpoint=lambda wc: ttt_start(transfer_spec(wc.name)["source"]),
         code=code("ttt_transfer"),
     script:
         "../workflow_scripts/ttt_transfer.py"

@@ -114,10 +114,10 @@ def main() -> int:
     if args.random_model:
         args.model_dir = random_model(args.model_dir)
 
+    from testtime.pg import policy as ttt_policy
     from testtime.probes import probe_statistics, rescore
     from testtime.prompting import task_prompts
     from testtime.tasks.prepare import prepare_tasks
-    from testtime.ttt import policy as ttt_policy
     from testtime.ttt import step as ttt_step
 
     print(

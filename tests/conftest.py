@@ -69,7 +69,7 @@ def make_lora_policy(ttt_backend):
     """``make_lora_policy(overrides=None, **kw)``: a ``LoraPolicy`` with ``LORA_RUN`` updated by
     ``overrides``, on a private copy of ``ttt_backend``'s model, so that tests do not leak LoRA
     layers into each other; ``kw`` goes to ``LoraPolicy`` (``adapter_dir``, ``optimizer_path``)."""
-    from testtime.ttt.policy import LoraPolicy
+    from testtime.pg.policy import LoraPolicy
 
     def make(overrides: dict | None = None, **kw):
         clone = copy.copy(ttt_backend)

@@ -20,7 +20,7 @@ def closure(script: str) -> set[str]:
 
 def test_closure_follows_indirect_imports():
     ttt = closure("ttt_step")
-    # ttt_step -> testtime.ttt.step -> testtime.ttt.rewards -> testtime.analysis (fast_1)
+    # ttt_step -> testtime.ttt.step -> testtime.pg.rollouts -> testtime.pg.rewards -> testtime.analysis (fast_1)
     assert "testtime/analysis.py" in ttt
     # the evaluation subprocess's module and the evaluator it runs
     assert {"testtime/evaluation/isolated.py", "testtime/evaluation/batch.py", "testtime/evaluation/worker.py"} <= ttt

@@ -14,8 +14,8 @@ import yaml
 from conftest import ROOT
 from testtime import runs
 from testtime.config import validate
-from testtime.ttt import policy as ttt_policy
-from testtime.ttt import rewards as ttt_rewards
+from testtime.pg import policy as ttt_policy
+from testtime.pg import rewards as ttt_rewards
 from testtime.ttt import step as ttt_step
 
 # --------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""Our hand-written TTT update against TRL's GRPOTrainer, on a case where both definitions agree.
+"""Our hand-written policy-gradient update (testtime.pg) against TRL's GRPOTrainer, on a case
+where both definitions agree.
 
 One task (so global and group-relative normalisation coincide), on-policy, one optimizer step,
 no KL, temperature 1. TRL generates the completions and computes its advantages and its
 ``dr_grpo`` loss gradient (Σ over tokens / (B · max_completion_length)); ours must give the
-same advantages (up to TRL's +1e-4 in the std) and B · max_completion_length times its gradient.
+same advantages and B · max_completion_length times its gradient. Two cases: TTT's z-scored
+advantages (TRL ``scale_rewards="batch"``, up to its +1e-4 in the std) and RLVR's group
+mean-centred ones with no std (``scale_rewards="none"``, reference-protocol §8), with each
+loop's Adam eps.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.ttt import policy as ttt_policy
-from testtime.ttt import rewards as ttt_rewards
+from testtime.pg import policy as ttt_policy
+from testtime.pg import rewards as ttt_rewards
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +27,17 @@ REWARDS = [3.0, 0.0, 1.0, 0.5]
 K, MAX_LEN = 4, 8
 
 
-def test_update_matches_trl_grpo(make_lora_policy, tmp_path):
+@pytest.mark.parametrize(
+    "scale_rewards, mode, adam_eps",
+    [("batch", "global", 1e-12), ("none", "group_mean", 1e-8)],
+    ids=["ttt-zscore", "rlvr-group-mean"],
+)
+def test_update_matches_trl_grpo(make_lora_policy, tmp_path, scale_rewards, mode, adam_eps):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    ours = make_lora_policy({"seed": 0, "lr": 1e-4})
+    ours = make_lora_policy({"seed": 0, "lr": 1e-4, "adam_eps": adam_eps})
     trl_model = copy.deepcopy(ours.peft)  # the same LoRA init for both
 
     captured: dict = {}
@@ -52,11 +61,11 @@ def test_update_matches_trl_grpo(make_lora_policy, tmp_path):
         top_p=1.0,
         beta=0.0,
         loss_type="dr_grpo",
-        scale_rewards="batch",
+        scale_rewards=scale_rewards,
         learning_rate=ours.run["lr"],
         lr_scheduler_type="constant",
         adam_beta2=0.95,
-        adam_epsilon=1e-12,
+        adam_epsilon=adam_eps,
         weight_decay=0.0,
         max_grad_norm=0.0,
         max_steps=1,
@@ -94,12 +103,17 @@ def test_update_matches_trl_grpo(make_lora_policy, tmp_path):
     completions = [batch["completion_ids"][i][mask[i]].tolist() for i in range(K)]
     prompt_ids = batch["prompt_ids"][0][batch["prompt_mask"][0].bool()].tolist()
 
-    # advantages: ours (global z-score, std floored at 1e-6) vs TRL's (batch std + 1e-4)
-    adv = ttt_rewards.advantages(REWARDS, [0] * K, "global")
     r = np.array(REWARDS)
-    assert batch["advantages"].numpy() == pytest.approx((r - r.mean()) / (r.std(ddof=1) + 1e-4), rel=1e-5)
-    assert adv == pytest.approx(batch["advantages"].numpy(), rel=1e-3)
-    assert ttt_rewards.advantages(REWARDS, [0] * K, "group") == pytest.approx(adv)  # one task: both modes agree
+    adv = ttt_rewards.advantages(REWARDS, [0] * K, mode)
+    if mode == "global":
+        # ours (global z-score, std floored at 1e-6) vs TRL's (batch std + 1e-4)
+        assert batch["advantages"].numpy() == pytest.approx((r - r.mean()) / (r.std(ddof=1) + 1e-4), rel=1e-5)
+        assert adv == pytest.approx(batch["advantages"].numpy(), rel=1e-3)
+        assert ttt_rewards.advantages(REWARDS, [0] * K, "group") == pytest.approx(adv)  # one task: both modes agree
+    else:
+        # §8: r - mean(group), no std; TRL's scale_rewards="none" is the same definition
+        assert adv == pytest.approx(r - r.mean())
+        assert batch["advantages"].numpy() == pytest.approx(adv, rel=1e-6)
 
     # gradient: feed TRL's completions and advantages through our loss (ratio 1, on-policy)
     from testtime.scoring import score_completions

@@ -267,7 +267,7 @@ def test_nothing_to_do_after_the_ttt_run(ttt_workdir):
 
 
 def test_editing_a_module_reached_only_indirectly_reruns_the_ttt_steps(ttt_workdir):
-    """testtime/analysis.py reaches the TTT step only through testtime.ttt.rewards (fast_1); the
+    """testtime/analysis.py reaches the TTT step only through testtime.pg.rewards (fast_1); the
     derived code hash (testtime.codehash) still sees it. (Hand-kept lists once missed it.)"""
     workdir = ttt_workdir["workdir"]
     path = workdir / "testtime/analysis.py"

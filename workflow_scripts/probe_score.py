@@ -5,6 +5,7 @@ from pathlib import Path
 
 from _common import leased
 from testtime import provenance
+from testtime.pg.policy import merge_checkpoint
 from testtime.probes import rescore
 from testtime.prompting import task_prompts
 from testtime.records import read_parquet, read_provenance, write_parquet
@@ -14,6 +15,8 @@ from testtime.sampling import training_backend
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     probe, model, run = snakemake.params.probe, snakemake.params.model, snakemake.params.run
     backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    if hasattr(snakemake.input, "checkpoint_adapter"):  # the run's fresh LoRA sits on a trained checkpoint
+        merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
     tasks = tasks.assign(selected=tasks["problem_id"].isin(samples["problem_id"].unique()))
@@ -38,6 +41,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         suite_revision=upstream.get("suite_revision"),
         autocast=run["autocast"],
         steps=len(adapters) - 1,
+        checkpoint=snakemake.params.checkpoint,
         checkpoints_provenance=checkpoints,
         **provenance.device_info(run["device"]),
     )

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from _common import leased
 from testtime import provenance
+from testtime.pg.policy import merge_checkpoint
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import make_backend
 from testtime.sampling.loop import sample_tasks
@@ -22,6 +23,15 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         options["device"] = sampling["device"]
         options["tensor_parallel_size"] = max(1, len(lease.devices))  # the job's GPUs (resources.sampling.gpus)
     backend = make_backend(sampling["backend"], snakemake.params.model_path, **options)
+    checkpoint = snakemake.params.checkpoint
+    if snakemake.input.checkpoint:  # checkpoint.use: trained, an RLVR adapter on this model
+        if sampling["backend"] != "transformers":
+            raise NotImplementedError(
+                "checkpoint.use: trained samples through the transformers backend only; vLLM needs the "
+                "adapter hot-loaded with a LoRARequest (issue 10, item 4)"
+            )
+        merge_checkpoint(backend, snakemake.input.checkpoint[0])
+        log.info("sampling checkpoint %s (adapter %s merged)", checkpoint, snakemake.input.checkpoint[0])
     tasks = read_parquet(snakemake.input.tasks)
     split = json.loads(Path(snakemake.input.split).read_text())
     seed = int(snakemake.wildcards.seed)
@@ -30,11 +40,12 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     samples.insert(1, "suite", snakemake.wildcards.suite)
     log.info("%d samples, %.1f%% stopped before the token limit", len(samples), 100 * (samples["finish_reason"] == "stop").mean())
     prov = provenance.build(
-        {"sampling": sampling, "model": model},
+        {"sampling": sampling, "model": model, "checkpoint": checkpoint},
         model=snakemake.wildcards.model,
         suite=snakemake.wildcards.suite,
         suite_revision=split["suite_revision"],
         seed=seed,
+        checkpoint=checkpoint,
         **provenance.device_info(sampling["device"]),
     )
     write_parquet(samples, snakemake.output[0], prov)

@@ -22,6 +22,16 @@ def previous_step(inputs) -> dict | None:  # noqa: ANN001
     }
 
 
+def start_of(checkpoint: dict, inputs) -> dict:  # noqa: ANN001
+    """Where the run starts: the trained checkpoint's LoRA continued (step 0) or merged under a
+    fresh LoRA (every step); nothing for a base or fetched checkpoint."""
+    if not hasattr(inputs, "checkpoint_adapter"):
+        return {}
+    if checkpoint["lora"] == "continued":
+        return {"adapter": inputs.checkpoint_adapter, "optimizer": getattr(inputs, "checkpoint_optimizer", None)}
+    return {"merge": inputs.checkpoint_adapter}
+
+
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
@@ -39,18 +49,26 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         previous_step(snakemake.input),
         out.adapter,
         out.optimizer,
+        start=start_of(snakemake.params.checkpoint, snakemake.input),
     )
     for frame in (rollouts, evaluations):
         frame.insert(0, "run", name)
         frame.insert(1, "step", step)
     prov = provenance.build(
-        {"ttt": run, "sampling": snakemake.params.sampling, "evaluation": snakemake.params.evaluation, "model": model},
+        {
+            "ttt": run,
+            "sampling": snakemake.params.sampling,
+            "evaluation": snakemake.params.evaluation,
+            "model": model,
+            "checkpoint": snakemake.params.checkpoint,
+        },
         run=name,
         step=step,
         model=run["model"],
         suite=run["suite"],
         suite_revision=split["suite_revision"],
         seed=run["seed"],
+        checkpoint=snakemake.params.checkpoint,
         autocast=run["autocast"],
         **provenance.device_info(run["device"]),
     )

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from _common import leased
 from testtime import provenance
+from testtime.pg.policy import merge_checkpoint, merge_for_sampling
+from testtime.pg.rewards import score_step, step_metrics
 from testtime.records import read_parquet, write_parquet
 from testtime.sampling import training_backend
-from testtime.ttt.policy import merge_for_sampling
-from testtime.ttt.rewards import score_step, step_metrics
 from testtime.ttt.step import run_tasks, sample_and_evaluate
 
 
@@ -18,6 +18,8 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
     name = snakemake.wildcards.name
     backend = training_backend(snakemake.params.model_path, model, target["device"], snakemake.threads)
+    if hasattr(snakemake.input, "checkpoint_adapter"):  # the source run's fresh LoRA sits on a trained checkpoint
+        merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
     peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
     merge_for_sampling(peft)
     backend.model.eval()
@@ -44,6 +46,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         suite=target["suite"],
         suite_revision=split["suite_revision"],
         seed=target["seed"],
+        checkpoint=snakemake.params.checkpoint,
         **provenance.device_info(target["device"]),
     )
     write_parquet(rollouts, snakemake.output.rollouts, prov)

@@ -1,10 +1,13 @@
-"""TTT rewards, advantages and step metrics (reference-protocol §4.3, §9.2): pure functions.
+"""Rewards, advantages and step metrics of the training loops (reference-protocol §4.3, §8,
+§9.2): pure functions shared by RLVR and TTT.
 
-* reward: speedup / median(the task's last ``window`` positive correct speedups) if correct,
-  else 0 (baseline 1.0 while the history is empty); the history is updated sample by sample in
-  evaluation order and carried across steps (``normalized_rewards``);
-* advantage: z-score over all rollouts of the step, across tasks (``global``, the code's TTRL
-  choice) or within each task (``group``, GRPO's), std with ddof=1 floored at 1e-6.
+* reward: speedup / median(the task's last ``window`` speedups) if correct, else 0 (baseline 1.0
+  while the history is empty); the history is updated sample by sample in evaluation order and
+  carried across steps (``normalized_rewards``). TTT appends positive speedups only, RLVR every
+  correct sample's (``append``);
+* advantage: z-score over all rollouts of the step, across tasks (``global``, TTT's TTRL
+  choice) or within each task (``group``, GRPO's), std with ddof=1 floored at 1e-6; or the
+  group mean-centred reward with no std (``group_mean``, RLVR's, the tinker-cookbook's).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from testtime.analysis import fast_1
 
 MIN_STD = 1e-6
 MIN_BASELINE = 1e-6
+#: Which correct samples join the reward history: TTT/SDPO positive speedups, RLVR every one.
+HISTORY_APPEND = ("positive", "correct")
+#: Advantage modes (``ttt.advantage``, ``rlvr.advantage``).
+ADVANTAGE_MODES = ("global", "group", "group_mean")
 
 
 def normalized_rewards(
@@ -30,12 +37,14 @@ def normalized_rewards(
     history: Mapping[str, Sequence[float]] | None = None,
     window: int = 32,
     bonus: float = 0.0,
+    append: str = "positive",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, list[float]]]:
-    """Rewards of §4.3 (TTT variant), in the given (evaluation) order.
+    """Rewards of §4.3, in the given (evaluation) order.
 
     For each sample: baseline b = median of the task's history (1.0 when empty); reward 0 if
-    incorrect, else ``max(0, speedup / max(b, 1e-6)) + bonus``, after which a positive speedup
-    joins the history (a deque of the last ``window``). Samples of one task see different
+    incorrect, else ``max(0, speedup / max(b, 1e-6)) + bonus``, after which the speedup joins
+    the history (a deque of the last ``window``): only when positive (``append="positive"``,
+    TTT/SDPO) or always (``"correct"``, RLVR). Samples of one task see different
     baselines, as in the reference. ``history`` maps ``str(problem_id)`` to past speedups and
     is not modified; the updated history is returned.
 
@@ -43,6 +52,8 @@ def normalized_rewards(
     """
     if window < 1:
         raise ValueError(f"normalized_rewards: window must be >= 1, got {window}")
+    if append not in HISTORY_APPEND:
+        raise ValueError(f"normalized_rewards: append must be one of {HISTORY_APPEND}, got {append!r}")
     if not len(problem_ids) == len(correct) == len(speedup):
         raise ValueError("normalized_rewards: problem_ids, correct and speedup differ in length")
     hist = {str(k): deque((float(v) for v in vals), maxlen=window) for k, vals in (history or {}).items()}
@@ -55,31 +66,33 @@ def normalized_rewards(
         if ok:
             sp = float(sp)
             rewards[i] = max(0.0, sp / max(b, MIN_BASELINE)) + bonus
-            if sp > 0:
+            if sp > 0 or append == "correct":
                 h.append(sp)
     return rewards, baselines, {k: list(v) for k, v in sorted(hist.items())}
 
 
 def advantages(rewards: Sequence[float], groups: Sequence[Any] | None = None, mode: str = "global") -> np.ndarray:
-    """Normalised advantages: ``(r - mean) / max(std, 1e-6)`` with the sample std (ddof=1).
+    """Advantages of one step's rewards.
 
-    ``global`` normalises over all rewards of the step (the reference code, across tasks);
-    ``group`` normalises within each group (task), GRPO's group-relative form. A set of one
+    ``global``: ``(r - mean) / max(std, 1e-6)`` with the sample std (ddof=1) over all rewards
+    of the step (the TTT reference code, across tasks); ``group``: the same within each group
+    (task), GRPO's group-relative form; ``group_mean``: ``r - mean(group)`` with no std
+    normalisation (RLVR, §8: the tinker-cookbook's on-policy advantage). A z-scored set of one
     reward, or of equal rewards, gets advantage 0.
     """
     r = np.asarray(rewards, dtype=float)
     if mode == "global":
         return _zscore(r)
-    if mode == "group":
+    if mode in ("group", "group_mean"):
         if groups is None or len(groups) != len(r):
-            raise ValueError("advantages: mode 'group' needs one group label per reward")
+            raise ValueError(f"advantages: mode {mode!r} needs one group label per reward")
         out = np.zeros_like(r)
         labels = np.asarray(groups)
         for g in pd.unique(labels):
             idx = labels == g
-            out[idx] = _zscore(r[idx])
+            out[idx] = _zscore(r[idx]) if mode == "group" else r[idx] - r[idx].mean()
         return out
-    raise ValueError(f"ttt.advantage: unknown mode {mode!r}; choose 'global' or 'group'")
+    raise ValueError(f"ttt.advantage or rlvr.advantage: unknown mode {mode!r}; choose one of {ADVANTAGE_MODES}")
 
 
 def _zscore(r: np.ndarray) -> np.ndarray:
@@ -107,6 +120,8 @@ def step_metrics(records: pd.DataFrame) -> dict[str, Any]:
         "agg_fast_1": float(frame["fast"].mean()),
         "correct_rate": float(frame["correct"].mean()),
         "mean_speedup": float(correct["speedup"].mean()) if len(correct) else float("nan"),
+        # the batch mean with 0 for incorrect samples: one reading of Table 5's "Speedup" (§8)
+        "mean_speedup_all": float(frame["speedup"].where(frame["correct"], 0.0).mean()),
         "mean_reward": float(frame["reward"].mean()),
         "truncation_rate": float((frame["finish_reason"] == "length").mean()),
         "n_rollouts": int(len(frame)),
@@ -131,6 +146,7 @@ def score_step(
         history,
         window=run["reward_window"],
         bonus=run["reward_bonus"],
+        append=run.get("reward_history", "positive"),
     )
     ev["reward"] = rewards
     ev["reward_baseline"] = baselines

@@ -1,11 +1,17 @@
-"""The TTT policy: the sampling backend's model with a trainable LoRA and its Adam state.
+"""The policy of the training loops (RLVR §8, TTT §9): the sampling backend's model with a
+trainable LoRA and its Adam state.
 
-The update is the reference code's, written by hand because TRL cannot express it:
+The update is the reference code's, written by hand because TRL cannot express TTT's global
+advantages:
 
 * loss: -Σ_rollouts Σ_tokens exp(log p_θ - log q_sampler) · A (token sum, no mean, no clipping,
   no KL), the Tinker ``importance_sampling`` loss; on-policy the ratio is 1 up to float noise;
-* one Adam(β1, β2=0.95, eps=1e-12, no weight decay) step per sampled batch at a constant learning
-  rate; the Adam state is carried across steps (fresh at step 0).
+* one Adam(β1, β2=0.95, eps: TTT 1e-12, RLVR 1e-8; no weight decay) step per sampled batch at a
+  constant learning rate; the Adam state is carried across steps (fresh at step 0).
+
+The update also reports the sampler-vs-trainer KL estimates (``kl_sample_train_v1/v2``, the
+tinker-cookbook's) and, when asked, ``kl_post`` (old vs updated policy on the same tokens):
+RLVR's guardrails (§8) read them.
 """
 
 from __future__ import annotations
@@ -97,12 +103,14 @@ class LoraPolicy:
     def pad_id(self) -> int:
         return int(self.backend.stop_ids[0])
 
-    def update(self, batch: Sequence[Mapping[str, Any]], chunk: int = 16) -> dict[str, Any]:
+    def update(self, batch: Sequence[Mapping[str, Any]], chunk: int = 16, kl_post: bool = False) -> dict[str, Any]:
         """One optimizer step on a sampled batch.
 
         ``batch`` holds one entry per task: ``prompt_ids``, ``completions`` (token ids),
         ``sampler_logprobs`` and ``advantages`` (one per completion). Gradients are accumulated
         over tasks and chunks of rows (the loss is a sum, so this is exact) before the step.
+        ``kl_post``: re-score the batch after the step (one more forward pass) for the
+        old-vs-new KL estimate.
         """
         import torch
 
@@ -119,6 +127,9 @@ class LoraPolicy:
         if stats["all_zero_advantage"] and self.run["skip_zero_advantage"]:
             stats.update(skipped=True, loss=0.0, grad_norm=0.0, n_tokens=0, n_unique=0, max_abs_log_ratio=0.0)
             return stats
+        # Σ (q - logp) and Σ (q - logp)^2 / 2 over tokens: the cookbook's kl_sample_train_v1/v2
+        kl_v1, kl_v2 = 0.0, 0.0
+        before: list[tuple[Any, Any, Any]] = []  # (group, rows, logp before the step) for kl_post
         self.optimizer.zero_grad(set_to_none=False)
         loss_total, n_tokens, max_log_ratio, n_unique = 0.0, 0, 0.0, 0
         device = next(self.model.parameters()).device
@@ -137,10 +148,30 @@ class LoraPolicy:
                 loss.backward()
                 loss_total += float(loss.detach())
                 n_tokens += int(mask.sum())
-                max_log_ratio = max(max_log_ratio, float(((lp - q).abs() * mask).max().detach()))
+                diff = ((q - lp) * mask).detach()
+                kl_v1 += float(diff.sum())
+                kl_v2 += float((0.5 * diff.pow(2)).sum())
+                max_log_ratio = max(max_log_ratio, float(diff.abs().max()))
+                if kl_post:
+                    before.append((group["prompt_ids"], rows, lp.detach(), mask))
         grad_norm = math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in self.params if p.grad is not None))
         self.optimizer.step()
-        stats.update(loss=loss_total, grad_norm=grad_norm, n_tokens=n_tokens, n_unique=n_unique, max_abs_log_ratio=max_log_ratio)
+        stats.update(
+            loss=loss_total,
+            grad_norm=grad_norm,
+            n_tokens=n_tokens,
+            n_unique=n_unique,
+            max_abs_log_ratio=max_log_ratio,
+            kl_sample_train_v1=kl_v1 / max(n_tokens, 1),
+            kl_sample_train_v2=kl_v2 / max(n_tokens, 1),
+        )
+        if kl_post:
+            total = 0.0
+            with torch.no_grad():
+                for prompt_ids, rows, old, mask in before:
+                    new, _ = completion_logprobs(self.model, prompt_ids, rows, self.pad_id, self.run["autocast"])
+                    total += float(((old - new) * mask).sum())
+            stats["kl_post"] = total / max(n_tokens, 1)
         return stats
 
     def save(self, adapter_dir: str | Path, optimizer_path: str | Path) -> None:
@@ -161,6 +192,18 @@ class LoraPolicy:
         os.close(fd)
         torch.save(self.optimizer.state_dict() if self.optimizer is not None else {}, tmp_file)
         os.replace(tmp_file, optimizer_path)
+
+
+def merge_checkpoint(backend: Any, adapter_dir: str | Path) -> None:
+    """Fold a trained checkpoint's LoRA (an RLVR step's adapter) into the backend's base weights
+    (PEFT ``merge_and_unload``), so the backend samples and scores that checkpoint and a new LoRA
+    can be put on top of it (``ttt.init: fresh`` on a trained checkpoint). bf16/fp16 bases round
+    the merged weights."""
+    from peft import PeftModel
+
+    peft = PeftModel.from_pretrained(backend.model, str(adapter_dir))
+    backend.model = peft.merge_and_unload()
+    backend.model.eval()
 
 
 def merge_for_sampling(peft: Any) -> bool:

@@ -1,0 +1,155 @@
+"""One step of a policy-gradient loop (RLVR §8, TTT §9): update, save, sample, evaluate, score.
+
+A run is a chain of steps. Step s samples K rollouts per task of its batch from θ_s (θ_0 = the
+starting policy), evaluates them with the project's evaluator and turns them into rewards and
+advantages. Step s+1 first applies one optimizer step to θ_s on step s's rollouts (giving
+θ_{s+1}), then samples from θ_{s+1}. Each step is one workflow job whose files are the next
+step's inputs, so a run killed during step s resumes at step s. The loops differ only in which
+tasks a step samples (TTT: the same tasks every step; RLVR: the next batch of the data order),
+their advantage mode, optimizer settings and guardrails, all of which come in ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testtime.evaluation.isolated import evaluate_in_subprocess
+from testtime.pg.policy import LoraPolicy, merge_checkpoint
+from testtime.pg.rewards import score_step, step_metrics
+from testtime.prompting import prompt_hash, task_prompts
+from testtime.sampling.loop import sample_tasks
+
+logger = logging.getLogger(__name__)
+
+
+def update_batch(
+    backend: Any, prompts: Mapping[int, str], rollouts: pd.DataFrame, evaluations: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Per-task update inputs from a step's rollouts and their advantages.
+
+    The prompt is re-rendered and checked against the hash recorded at sampling, so a changed
+    template can never silently train on a prompt the rollouts were not drawn from.
+    """
+    keys = ["problem_id", "sample_index"]
+    joined = rollouts.merge(evaluations[keys + ["advantage"]], on=keys, how="inner", validate="one_to_one")
+    if len(joined) != len(rollouts):
+        raise ValueError(f"{len(rollouts) - len(joined)} rollouts have no evaluation record")
+    batch = []
+    for pid, g in joined.sort_values(keys).groupby("problem_id", sort=True):
+        prompt = prompts[int(pid)]
+        if set(g["prompt_hash"]) != {prompt_hash(prompt)}:
+            raise ValueError(f"task {pid}: the rollouts were sampled from a different prompt than the one rendered now")
+        batch.append(
+            {
+                "problem_id": int(pid),
+                "prompt_ids": backend.tokenizer(prompt, add_special_tokens=False).input_ids,
+                "completions": [list(map(int, t)) for t in g["token_ids"]],
+                "sampler_logprobs": [list(map(float, t)) for t in g["token_logprobs"]],
+                "advantages": g["advantage"].astype(float).tolist(),
+            }
+        )
+    return batch
+
+
+def sample_and_evaluate(
+    backend: Any,
+    tasks: pd.DataFrame,
+    sampling: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    k: int,
+    seed: int,
+    stream: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """K rollouts per selected task from the backend's current policy, and their verdicts.
+
+    ``stream`` names the sample-seed stream (``row_seed(seed, stream, task, i)``), so every
+    step and transfer draws fresh, reproducible samples. Evaluation runs in a fresh process
+    (testtime.evaluation.isolated): this one has run torch ops, which forked workers cannot inherit.
+    """
+    timings = {}
+    started = time.monotonic()
+    rollouts = sample_tasks(backend, tasks, {**sampling, "k": k}, seed, stream)
+    timings["sample_s"] = time.monotonic() - started
+    started = time.monotonic()
+    evaluations = evaluate_in_subprocess(rollouts, tasks, dict(evaluation))
+    timings["evaluate_s"] = time.monotonic() - started
+    return rollouts, evaluations, timings
+
+
+def policy_step(
+    backend: Any,
+    run: Mapping[str, Any],
+    step: int,
+    tasks: pd.DataFrame,
+    sampling: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    adapter_out: str | Path,
+    optimizer_out: str | Path,
+    stream: str,
+    start: Mapping[str, Any] | None = None,
+    kl_post: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Step ``step`` of a run: update θ_{s-1} on step s-1's rollouts (s > 0), save θ_s, sample
+    K = ``run["k"]`` rollouts per selected task of ``tasks`` from θ_s, evaluate them, score them.
+
+    ``previous`` (None at step 0) holds step s-1's ``adapter`` and ``optimizer`` paths, its
+    ``rollouts`` and ``evaluations`` DataFrames and its ``metrics`` dict; the prompts of its
+    rollouts are rendered from ``tasks`` (all rows, selected or not). ``start`` says where the
+    run starts: ``merge`` (every step), an adapter folded into the base weights first (a trained
+    checkpoint under a fresh LoRA); ``adapter`` and ``optimizer`` (step 0), the LoRA and Adam
+    state to continue (None: a fresh LoRA whose B = 0, i.e. exactly the model, and a fresh
+    Adam). Returns this step's rollouts, scored evaluations and metrics (reward history and the
+    update's statistics included).
+    """
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    start = start or {}
+    if start.get("merge"):
+        merge_checkpoint(backend, start["merge"])
+    if previous is None:
+        if step != 0:
+            raise ValueError(f"step {step} needs the files of step {step - 1}")
+        policy = LoraPolicy(backend, run, start.get("adapter"))
+        history: Mapping[str, Sequence[float]] = {}
+        update: dict[str, Any] = {"skipped": True, "reason": "step 0 is the starting checkpoint"}
+    else:
+        policy = LoraPolicy(backend, run, previous["adapter"], previous["optimizer"])
+        history = previous["metrics"]["reward_history"]
+        timings["load_s"] = time.monotonic() - started
+        started = time.monotonic()
+        trained_on = tasks.assign(selected=tasks["problem_id"].isin(previous["rollouts"]["problem_id"]))
+        prompts = task_prompts(backend, trained_on, sampling["prompt_variant"])
+        batch = update_batch(backend, prompts, previous["rollouts"], previous["evaluations"])
+        update = policy.update(batch, kl_post=kl_post)
+        timings["update_s"] = time.monotonic() - started
+        logger.info("step %d update: %s", step, update)
+    started = time.monotonic()
+    policy.save(adapter_out, optimizer_out)
+    if previous is None and start.get("optimizer"):
+        shutil.copyfile(start["optimizer"], optimizer_out)  # step 1 continues the checkpoint's Adam state
+    timings["save_s"] = time.monotonic() - started
+    merged = policy.merge_for_sampling()
+    rollouts, evaluations, more = sample_and_evaluate(backend, tasks, sampling, evaluation, run["k"], run["seed"], stream)
+    timings.update(more)
+    scored, history = score_step(rollouts, evaluations, history, run)
+    keys = ["problem_id", "sample_index"]
+    metrics = step_metrics(scored.merge(rollouts[keys + ["finish_reason"]], on=keys, validate="one_to_one"))
+    metrics.update(
+        step=step,
+        tasks=sorted(int(t) for t in tasks.loc[tasks["selected"], "problem_id"]),
+        prompt_tokens=int(rollouts["prompt_tokens"].sum()),
+        completion_tokens=int(rollouts["n_tokens"].sum()),
+        update=update,
+        lora_merged_for_sampling=merged,
+        timings=timings,
+        reward_history=history,
+    )
+    return rollouts, scored, metrics
