@@ -517,13 +517,12 @@ class _Harness:
                         self._check_given()
                         _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                     continue
-                if op == "draw":  # reference only
+                if op == "draw":  # the drawing worker only (a reference-role process)
                     signs = [int(v) for v in cmd.get("signs") or []]
                     metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"]), signs))
-                    at = int(cmd.get("at") or 0)
-                    if self.region is not None and at and at + len(payload) <= len(self.region):
-                        # at memory speed, not through the socket; in a part of the region no timed
-                        # call uses, so that the draw leaves no side's inputs warmer than the other's
+                    at = cmd.get("at")
+                    if self.region is not None and isinstance(at, int) and 0 <= at <= len(self.region) - len(payload):
+                        # at memory speed, not through the socket
                         self.region[at : at + len(payload)] = payload
                         _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas, "in_region": len(payload)})
                     else:
