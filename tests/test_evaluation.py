@@ -6,6 +6,7 @@ Attack candidates (hack classes H1-H19 of evaluator.md §3.3) are in test_attack
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from test_attacks import HARDTANH_UNIT
 
 from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
-from testtime.evaluation.engine import bootstrap_median_ci, compare
+from testtime.evaluation.engine import bootstrap_median_ci, compare, widened_ci
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
 
@@ -182,7 +183,7 @@ def test_compare_and_ci_helpers():
     assert 0.9 <= low <= 1.0 <= high <= 1.1
 
 
-def _cli(problem: Path, candidate: Path) -> dict:
+def _cli(problem: Path, *candidates: Path) -> dict | list[dict]:
     out = subprocess.run(
         [
             sys.executable,
@@ -192,7 +193,7 @@ def _cli(problem: Path, candidate: Path) -> dict:
             "--problem",
             str(problem),
             "--candidate",
-            str(candidate),
+            *map(str, candidates),
             "--device",
             "cpu",
             "--json",
@@ -210,7 +211,8 @@ def _cli(problem: Path, candidate: Path) -> dict:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    return lines[0] if len(candidates) == 1 else lines
 
 
 @pytest.mark.parametrize(
@@ -233,3 +235,28 @@ def test_cli_prints_one_json_verdict(tmp_path, candidate, correct, kind):
     assert verdict["error_kind"] == kind
     assert (verdict["speedup"] > 0) is correct
     assert {"runtime_us", "ref_runtime_us", "speedup_ci_low", "fast_1", "fast_1_sig", "paper_correct"} <= set(verdict)
+
+
+def test_cli_judges_several_candidates_with_one_evaluator(tmp_path):
+    problem = tmp_path / "problem.py"
+    problem.write_text(RELU)
+    paths = []
+    for name, body in (("right.py", "return torch.relu(x)"), ("wrong.py", "return x * 2")):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(body)
+    verdicts = _cli(problem, *paths)
+    assert [v["candidate"] for v in verdicts] == [str(p) for p in paths]
+    assert [v["correct"] for v in verdicts] == [True, False]
+    assert verdicts[1]["error_kind"] == "numerical_mismatch"
+
+
+def test_the_speedup_ci_widens_by_the_between_evaluation_spread():
+    # No spread: the pairs' own CI. A spread s widens each log half-width h to sqrt(h^2 + (z s)^2).
+    assert widened_ci(1.0, 0.98, 1.03, 0.0) == (0.98, 1.03)
+    low, high = widened_ci(1.0, 1.0, 1.0, 0.1)
+    assert low == pytest.approx(math.exp(-1.959964 * 0.1), rel=1e-5) and high == pytest.approx(math.exp(1.959964 * 0.1), rel=1e-5)
+    low, high = widened_ci(1.05, 1.0, 1.1, 0.05)
+    assert low < 1.0 < 1.1 < high
+    assert math.log(1.05 / low) == pytest.approx(math.hypot(math.log(1.05), 1.959964 * 0.05), rel=1e-5)
+    # identical work judged significantly faster by a narrow CI is no longer "significant"
+    assert widened_ci(1.09, 1.03, 1.41, 0.155)[0] < 1.0

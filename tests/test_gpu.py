@@ -46,7 +46,7 @@ def test_cuda_verdicts(tasks, task, body, correct, kind):
     assert result.correct is correct, (result.error_kind, result.error_message)
     assert result.error_kind == kind
     if correct:
-        assert result.timing_method == "cuda_event" and len(result.runtime_trials_us) == 3
+        assert result.timing_method == "parent_clock" and len(result.runtime_trials_us) == 3
         assert result.sandbox in ("landlock", "rlimits")
 
 
@@ -77,3 +77,80 @@ def test_compare_tensors_matches_the_numpy_comparison():
         )
         assert kind == expected
     assert np.isfinite(compare_tensors(ref, ref + 1e-3, 1e-4, 1e-4)[1])
+
+
+# --- the trusted GPU clock (Evaluator._time_clocked): attacks that reach the harness in the
+# candidate's own process, each rejected or shown to gain nothing -----------------------------------
+
+# Finds the harness object through the garbage collector (the static screen is bypassed below by
+# passing a harmless screened body) and makes its device-wide synchronize a no-op, so it replies
+# before the candidate's work is done.
+_PATCH_SYNC = """
+import gc as _gc
+for _o in _gc.get_objects():
+    if type(_o).__name__ == "_Harness":
+        _o._sync = lambda: None
+"""
+_SIDE = "s = torch.cuda.Stream()\ns.wait_stream(torch.cuda.current_stream())\nwith torch.cuda.stream(s):\n"
+_GPU_SETTINGS = {"correctness_trials": 2, "timing_pairs": 3, "warmup": 1}
+
+
+def _patched(problem: str, body: str) -> str:
+    """A candidate module whose forward runs ``_PATCH_SYNC`` (the harness exists by then) and then
+    ``body``."""
+    lines = "\n".join("        " + line for line in body.splitlines())
+    return (
+        problem
+        + "\n\nclass ModelNew(Model):\n    def forward(self, *args):\n"
+        + "        exec(_PATCH, {})\n"
+        + "        x = args[0]\n"
+        + lines
+        + "\n\n_PATCH = "
+        + repr(_PATCH_SYNC)
+        + "\n"
+    )
+
+
+def _judge(problem: str, source: str) -> object:
+    with Evaluator(problem, EvalSettings(device="cuda", **_GPU_SETTINGS)) as ev:
+        return ev.evaluate(source, "return torch.relu(x)")  # screen bypassed
+
+
+def test_work_left_on_a_side_stream_is_timed_or_rejected(tasks):
+    # The output computed on a side stream that forward never joins: the harness's device-wide
+    # synchronize sees the device busy after the current stream is done (async_escape).
+    body = _SIDE + "    y = torch.relu(x)\n    for _ in range(50):\n        z = torch.relu(x)\nreturn y"
+    result = _judge(tasks["ReLU"], candidate_source(body, tasks["ReLU"]))
+    assert not (result.correct and result.speedup > 1.2), (result.error_kind, result.speedup)
+
+
+def test_a_harness_that_replies_early_gains_nothing(tasks):
+    # The harness patched to skip its synchronize and the output left on a side stream: the
+    # window ends only when the clock process holds a copy, so the work is timed or the copy is wrong.
+    body = _SIDE + "    for _ in range(20):\n        y = torch.relu(x)\nreturn y"
+    result = _judge(tasks["ReLU"], _patched(tasks["ReLU"], body))
+    assert not (result.correct and result.speedup > 1.5), (result.error_kind, result.speedup, result.error_message)
+
+
+def test_work_left_on_the_device_cannot_slow_the_reference_unseen(tasks):
+    # Correct output on the current stream, then long work on a side stream that outlives the
+    # reply (synchronize patched away): it would run during the reference's next window.
+    body = (
+        "y = torch.relu(x)\n"
+        + _SIDE
+        + "    w = torch.randn(4096, 4096, device=x.device)\n    for _ in range(30):\n        w = w @ w\nreturn y"
+    )
+    result = _judge(tasks["ReLU"], _patched(tasks["ReLU"], body))
+    # measured on an H200: correct at 0.001x (the leftover work time-slices into the candidate's
+    # own windows, which end only at the clock process's copy), or tampering when it lands in the
+    # reference's
+    assert not (result.correct and result.speedup > 1.1), (result.error_kind, result.speedup, result.error_message)
+
+
+def test_identical_code_times_at_one(tasks):
+    body = "return torch.matmul(A, B)"
+    with Evaluator(tasks["Matmul_square"], EvalSettings(device="cuda")) as ev:
+        results = [ev.evaluate(candidate_source(body, tasks["Matmul_square"]), body) for _ in range(3)]
+    for r in results:
+        assert r.correct and r.timing_method == "parent_clock", (r.error_kind, r.error_message)
+        assert 0.9 < r.speedup < 1.1, r.speedup

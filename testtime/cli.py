@@ -1,4 +1,9 @@
-"""Command line: ``testtime evaluate --problem P.py --candidate C.py --device cpu --json``."""
+"""Command line: ``testtime evaluate --problem P.py --candidate C.py [C2.py ...] --device cpu --json``.
+
+Several candidates of one problem share one evaluator: its reference worker (and on a GPU its
+clock process) start once, so the fixed costs (importing torch, initialising CUDA, the
+reference's outputs) are paid once per call, not per candidate.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from testtime.evaluation import EvalSettings, evaluate_one
+from testtime.evaluation import EvalSettings, Evaluator
 from testtime.prompting import candidate_code, candidate_source, extract_python_code
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     problem = Path(args.problem).read_text()
-    raw = extract_python_code(Path(args.candidate).read_text())
-    source = candidate_source(raw, problem, mode="auto")
     settings = EvalSettings(
         protocol=args.protocol,
         device=args.device,
@@ -24,14 +27,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         candidate_budget_s=args.budget,
         memory_mb=args.memory_mb,
     )
-    result = evaluate_one(problem, source, settings, screened_code=candidate_code(raw, mode="auto")).as_dict()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        verdict = "correct" if result["correct"] else f"incorrect ({result['error_kind']})"
-        print(f"{verdict}; speedup {result['speedup']:.3f}x")
-        if result["error_message"]:
-            print(result["error_message"])
+    with Evaluator(problem, settings) as ev:
+        for path in args.candidate:
+            raw = extract_python_code(Path(path).read_text())
+            result = ev.evaluate(candidate_source(raw, problem, mode="auto"), candidate_code(raw, mode="auto")).as_dict()
+            if len(args.candidate) > 1:
+                result = {"candidate": path, **result}
+            if args.json:
+                print(json.dumps(result), flush=True)  # one line per candidate
+                continue
+            verdict = "correct" if result["correct"] else f"incorrect ({result['error_kind']})"
+            print(
+                f"{path if len(args.candidate) > 1 else ''}{': ' if len(args.candidate) > 1 else ''}{verdict}; speedup {result['speedup']:.3f}x"
+            )
+            if result["error_message"]:
+                print(result["error_message"])
     return 0
 
 
@@ -40,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="judge one candidate against a KernelBench-format problem")
     ev.add_argument("--problem", required=True, help="KernelBench-format module: class Model, get_inputs, get_init_inputs")
-    ev.add_argument("--candidate", required=True, help="a body-only forward or a full ModelNew module")
+    ev.add_argument("--candidate", required=True, nargs="+", help="body-only forwards or full ModelNew modules")
     ev.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--json", action="store_true", help="print one JSON object per candidate (one per line)")
     defaults = EvalSettings()
     ev.add_argument("--trials", type=int, default=defaults.correctness_trials, help="correctness trials")
     ev.add_argument("--timing-pairs", type=int, default=defaults.timing_pairs, help="interleaved timing pairs")
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--budget", type=float, default=defaults.candidate_budget_s, help="seconds per candidate, all phases")
     ev.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="candidate memory cap (CPU)")
     args = parser.parse_args(argv)
-    for path in (args.problem, args.candidate):
+    for path in (args.problem, *args.candidate):
         if not Path(path).is_file():
             parser.error(f"no such file: {path}")
     return _evaluate(args)

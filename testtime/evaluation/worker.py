@@ -21,6 +21,7 @@ output aliases none of them; any change ends the candidate as ``tampering``,
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -173,16 +174,6 @@ def prime_thread_pools(device: str) -> None:
     F.conv2d(torch.rand(1, 3, 16, 16, device=device), torch.rand(4, 3, 3, 3, device=device))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def run_delay(path: str = "/proc/thread-self/schedstat") -> int:
-    """Nanoseconds a thread (default: the calling one) has spent runnable but waiting for a CPU:
-    the kernel's run-queue delay, the second field of its schedstat; 0 where not accounted."""
-    try:
-        with open(path, "rb") as f:
-            return int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class Integrity:
@@ -367,11 +358,18 @@ class _Harness:
         self.integrity = integrity
         self.device = settings["device"]
         self.cuda = self.device.startswith("cuda")
-        self.last: dict[int, Any] = {}
         self.pending: tuple[Any, list[Any], int, list[Any] | None] | None = None
         self.tolerances = settings.get("tolerances", {})
         self.last_given: tuple[list[Any], Any] | None = None  # (inputs, output) of the last "given" call
         self.region: Any = None  # the region shared with the parent (``share``)
+        # GPU clocked timing: this worker's outputs land in ``stack`` (exported once to the clock
+        # process); the reference keeps its last real output for the parent's "echo" calibration
+        self.stack: Any = None
+        self.echo_out: Any = None
+        # clock process only: mapped stacks of the timed workers, and snapshots taken from them
+        self.mapped: dict[str, Any] = {}
+        self.mappings: dict[str, Any] = {}
+        self.snaps: dict[str, Any] = {}
         # bound now, before candidate code could replace them (the integrity check also watches them)
         self._perf = time.perf_counter_ns
         self._sync = torch.cuda.synchronize if self.cuda else (lambda: None)
@@ -388,8 +386,9 @@ class _Harness:
 
         inputs, before = self._inputs(index)
         info: dict[str, Any] = {}
-        if before is not None:
-            info["fp"] = before  # the parent checks that both workers timed the same inputs
+        # Self-timed calls ("time") serve KernelBench's protocol only (and warm-ups): hardened
+        # timing is the parent's clock around "given" calls (CPU) or batches (GPU); nothing
+        # this process reports about time is used there.
         if timed and self.cuda:
             self.flush.zero_()  # evict L2 outside the timed interval
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -402,8 +401,6 @@ class _Harness:
             info["host_ns"] = self._perf() - t0
             info["ns"] = start.elapsed_time(end) * 1e6
         elif timed:
-            # CPU, self-timed: KernelBench's protocol only. Hardened CPU timing is the parent's
-            # round-trip clock around "given" calls; nothing this process reports is used.
             t0 = self._perf()
             out = self.model(*inputs)
             info["ns"] = self._perf() - t0
@@ -497,6 +494,82 @@ class _Harness:
         inputs, out = self.last_given
         _check_aliasing(out, inputs)
 
+    def make_stack(self, slots: int, shape: list[int], dtype: str) -> dict[str, Any]:
+        """GPU clocked timing: allocate the buffer the outputs of timed batches are copied to, and
+        export it once; the clock process maps it and snapshots it at the end of every window."""
+        import torch
+
+        from testtime.evaluation import ipc
+
+        self.stack = torch.empty((slots, *shape), dtype=getattr(torch, dtype.removeprefix("torch.")), device=self.device)
+        return ipc.export(self.stack)
+
+    def batch(self, seeds: list[int], signs: list[int], echo: bool) -> dict[str, Any]:
+        """GPU clocked timing: one forward per seed on a fresh set drawn on the device (inside the
+        parent's window: the inputs exist only once the request arrives), each output copied into
+        the stack, then a device-wide synchronize. ``echo`` (reference only): everything but the
+        forward. The parent's clock runs from the request to the clock process's snapshot of the
+        stack; what this reply says about time is not read."""
+        import torch
+
+        if self.stack is None or not 0 < len(seeds) <= self.stack.shape[0]:
+            raise _Verdict("protocol_error", "a timed batch without a stack large enough")
+        for i, seed in enumerate(seeds):
+            inputs = self.source.drawn(int(seed), signs)
+            out = self.echo_out if echo else self.model(*inputs)
+            if type(out) is not torch.Tensor or out.shape != self.stack.shape[1:] or out.dtype != self.stack.dtype:
+                raise _Verdict("shape_mismatch", "a timed output's type, shape or dtype differs from the reference's")
+            self.stack[i].copy_(out)
+            self.last_given = (inputs, out)
+        # Side-stream work not joined in forward: the current stream is done before the device is.
+        # Measured here, in the candidate's own process: a patched harness that skips this gains
+        # nothing, since the window ends only when the clock process holds the outputs.
+        done = torch.cuda.Event()
+        done.record()
+        done.synchronize()
+        t0 = self._perf()
+        self._sync()
+        if not echo:
+            self.echo_out = self.last_given[1] if self.last_given is not None else None
+        return {"gap_ns": self._perf() - t0}
+
+    def map_stack(self, slot: str, meta: dict[str, Any], slots: int, shape: list[int], dtype: str) -> None:
+        """Clock process: map a timed worker's stack (checked against what was asked for)."""
+        from contextlib import ExitStack
+
+        from testtime.evaluation import ipc
+
+        self.unmap(slot)
+        expected = [slots, *shape]
+        if meta.get("shape") != expected or meta.get("dtype") != dtype or meta.get("storage_offset") != 0:
+            raise ValueError(f"stack {meta.get('shape')} {meta.get('dtype')}, expected {expected} {dtype}")
+        if (meta.get("strides") or [None])[0] != math.prod(shape):
+            raise ValueError("the stack is not contiguous")
+        holder = ExitStack()
+        self.mapped[slot] = holder.enter_context(ipc.opened(meta))
+        self.mappings[slot] = holder
+
+    def unmap(self, slot: str) -> None:
+        self.mapped.pop(slot, None)
+        self.snaps.pop(slot, None)
+        holder = self.mappings.pop(slot, None)
+        if holder is not None:
+            holder.close()
+
+    def snap(self, slot: str, n: int) -> None:
+        """Clock process: copy the first ``n`` outputs of a mapped stack (the end of a window)."""
+        self.snaps[slot] = self.mapped[slot][:n].clone()
+        self._sync()
+
+    def compare_snaps(self, n: int, finite_only: bool) -> dict[str, Any]:
+        """Clock process: the candidate's snapshot against the reference's, same fresh sets."""
+        ref, out = self.snaps["ref"][:n], self.snaps["cand"][:n]
+        tol = self.tolerances.get(str(ref.dtype).removeprefix("torch.")) or self.tolerances.get("float32") or {}
+        kind, diff = compare_tensors(
+            ref, out, float(tol.get("atol", 1e-4)), float(tol.get("rtol", 1e-4)), finite_only=finite_only
+        )
+        return {"kind": kind, "max_abs_diff": diff}
+
     def serve(self) -> None:
         while True:
             cmd, _ = wire.recv(self.conn.fileno())
@@ -517,6 +590,33 @@ class _Harness:
                         self._check_given()
                         _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                     continue
+                if op == "stack":
+                    meta = self.make_stack(int(cmd["slots"]), [int(v) for v in cmd["shape"]], str(cmd["dtype"]))
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "stack": meta})
+                    continue
+                if op == "batch":
+                    signs = [int(v) for v in cmd.get("signs") or []]
+                    echo = bool(cmd.get("echo")) and self.integrity is None  # a candidate always computes
+                    info = self.batch([int(v) for v in cmd.get("seeds") or []], signs, echo)
+                    _reply(self.conn, {"ok": True, "nonce": nonce, **info})
+                    self._check_given()
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
+                    continue
+                if op in ("map", "unmap", "snap", "compare"):  # the clock process only
+                    answer: dict[str, Any] = {}
+                    if op == "map":
+                        try:
+                            self.map_stack(str(cmd["slot"]), cmd.get("meta") or {}, int(cmd["slots"]), cmd["shape"], cmd["dtype"])
+                        except ValueError as exc:
+                            answer = {"refused": str(exc)}
+                    elif op == "unmap":
+                        self.unmap(str(cmd["slot"]))
+                    elif op == "snap":
+                        self.snap(str(cmd["slot"]), int(cmd["n"]))
+                    else:
+                        answer = self.compare_snaps(int(cmd["n"]), bool(cmd.get("finite_only")))
+                    _reply(self.conn, {"ok": True, "nonce": nonce, **answer})
+                    continue
                 if op == "draw":  # the drawing worker only (a reference-role process)
                     signs = [int(v) for v in cmd.get("signs") or []]
                     metas, payload = wire.encode_inputs(self.source.drawn(int(cmd["seed"]), signs))
@@ -528,18 +628,11 @@ class _Harness:
                     else:
                         _reply(self.conn, {"ok": True, "nonce": nonce, "inputs": metas}, payload)
                     continue
-                if op == "last":
-                    meta, payload = self._describe_output(self.last.get(index), cmd)
-                    _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta}, payload)
-                    continue
                 if op == "judge":
                     _reply(self.conn, {"ok": True, "nonce": nonce, **self.judge(index, cmd.get("output") or {})})
                     continue
                 out, info = self.call(index, timed=op == "time")
                 if op == "time":
-                    if self.source.lazy:
-                        self.last.clear()  # full-size outputs: keep one, judged right after its call
-                    self.last[index] = out
                     _reply(self.conn, {"ok": True, "nonce": nonce, **info})
                     self._check_pending()
                     _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
@@ -656,12 +749,14 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
         faulthandler.disable()  # a crashing candidate is an expected outcome, not a report for stderr
         from testtime.evaluation.sandbox import confine
 
-        sandbox = confine(scratch, int(settings.get("memory_mb", 0)), settings["device"], settings.get("landlock", True))
-        _reuse_freed_memory()
-        log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(log, 1)  # what a candidate prints is kept apart from the workflow's own logs
+        # what a candidate prints is kept apart from the workflow's own logs; redirected before
+        # confining, so that a failure there (CUDA initialisation) is in the log the parent reads
+        log = os.open(os.path.join(scratch, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
+        sandbox = confine(scratch, int(settings.get("memory_mb", 0)), settings["device"], settings.get("landlock", True))
+        _reuse_freed_memory()
         if settings.get("cpu_cores"):
             # Reference and candidate share the same allotted cores, so a busier or slower core
             # never favours one side; a hardened candidate may not leave them (seccomp below), so
@@ -734,6 +829,7 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
     except BaseException:  # noqa: BLE001
         status = 3
         traceback.print_exc()
+        sys.stderr.flush()  # os._exit below skips the flush: the parent reads this in output.log
     finally:
         # Skip interpreter teardown (atexit hooks, finalisers): a candidate may have planted some.
         os._exit(status)
