@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Keys a run may set; the rest of its settings come from the ``ttt`` section's defaults.
-RUN_KEYS: tuple[str, ...] = (
+#: Policy-gradient keys every training loop (TTT, RLVR, SDPO) reads: the LoRA, the optimizer and
+#: the reward. Listed once; each loop adds its own.
+PG_KEYS: tuple[str, ...] = (
     "model",
     "suite",
     "seed",
-    "tasks",
     "k",
     "steps",
     "lr",
@@ -24,16 +24,15 @@ RUN_KEYS: tuple[str, ...] = (
     "lora_alpha",
     "lora_dropout",
     "lora_targets",
-    "advantage",
     "skip_zero_advantage",
     "reward_window",
     "reward_bonus",
     "adam_beta1",
     "adam_beta2",
     "adam_eps",
-    "init",
-    "init_optimizer",
 )
+#: Keys a TTT run may set; the rest of its settings come from the ``ttt`` section's defaults.
+RUN_KEYS: tuple[str, ...] = (*PG_KEYS, "tasks", "advantage", "init", "init_optimizer")
 #: Settings shared by every step of every run (device and numerics).
 SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
 
@@ -77,28 +76,13 @@ def step_settings(run: Mapping[str, Any], step: int | None = None) -> dict[str, 
 
 #: Keys an RLVR run may set; the rest come from the ``rlvr`` section's defaults.
 RLVR_RUN_KEYS: tuple[str, ...] = (
-    "model",
-    "suite",
-    "seed",
+    *PG_KEYS,
     "tasks_per_step",
-    "k",
-    "steps",
     "epochs",
     "shuffle_seed",
     "save_every",
-    "lr",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_targets",
     "advantage",
-    "skip_zero_advantage",
-    "reward_window",
-    "reward_bonus",
     "reward_history",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_eps",
     "guardrails",
     "guard_kl",
     "guard_reward_drop",
