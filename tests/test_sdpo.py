@@ -209,7 +209,8 @@ def test_per_token_advantages_merge_and_broadcast():
 def bundled_tasks() -> pd.DataFrame:
     from testtime.tasks.prepare import prepare_tasks
 
-    tasks, _ = prepare_tasks({"source": "bundled", "split_seed": 42, "subset_size": 1})
+    spec = {"source": "bundled", "split_seed": 42, "train_fraction": 0.8, "subset_offset": 0, "subset_size": 1}
+    tasks, _ = prepare_tasks(spec)
     return tasks
 
 
@@ -279,12 +280,7 @@ def test_update_with_constant_per_token_advantages_equals_the_scalar_update(make
     policy = make_lora_policy()
     rollouts, _ = rollouts_of(policy.backend, bundled_tasks)
     policy.save(tmp_path / "a0", tmp_path / "o0.pt")
-    prompt = policy.backend.render(
-        teacher_messages(
-            [{"role": "user", "content": "x"}],
-            "x",
-        )
-    )
+    prompt = policy.backend.render([{"role": "user", "content": "x"}])
     scalar = [1.0, -0.5, 0.25]
     group = {
         "prompt_ids": policy.backend.tokenizer(prompt, add_special_tokens=False).input_ids,
