@@ -15,6 +15,9 @@ from testtime.runs import (
     resolve_rlvr_run,
     resolve_run,
     rlvr_step_settings,
+    resolve_sdpo_run,
+    sdpo_seed_suite,
+    sdpo_step_settings,
     step_settings,
 )
 
@@ -30,6 +33,7 @@ wildcard_constraints:
     owner=r"[A-Za-z0-9_.\-]+",
     repo=r"[A-Za-z0-9_.\-]+",
     revision=r"[A-Za-z0-9_.\-]+",
+    variant=r"feedback|prompt_only",
 
 
 RUN = config["run"]
@@ -460,3 +464,67 @@ def ttt_checkpoint_input(name, step):
     if step == 0 and start["adam"] == "checkpoint":
         inputs["checkpoint_optimizer"] = adapter[0].removesuffix("adapter") + "optimizer.pt"
     return inputs
+
+
+# ---------------------------------------------------------------- SDPO runs and Table 9 (rules/sdpo.smk)
+
+
+def sdpo_step_dir(model, suite, variant, seed, step):
+    return f"results/sdpo/{model}/{suite}/{variant}/seed{seed}/step{step}"
+
+
+def sdpo_step_file(model, suite, variant, seed, step, name):
+    """A file of one SDPO step, e.g. sdpo_step_file("{model}", "{suite}", "{variant}", "{seed}", "{step}", "metrics.json")."""
+    return f"{sdpo_step_dir(model, suite, variant, seed, step)}/{name}"
+
+
+def sdpo_table_file(model, suite):
+    """Table 9 of one model and suite: table_file(model, suite, "sdpo/table9.csv")."""
+    return table_file(model, suite, "sdpo/table9.csv")
+
+
+def sdpo_run(wc):
+    """The SDPO run of a step path (testtime.runs.resolve_sdpo_run), key-sorted."""
+    try:
+        return canonical(resolve_sdpo_run(config, wc.model, wc.suite, wc.variant, int(wc.seed)))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def sdpo_start(model):
+    """Where an SDPO run starts: the checkpoint (§10.1: as TTT, the trained adapter continued
+    with a fresh Adam; a fresh LoRA on a base or fetched model)."""
+    ck = checkpoint_for(model)
+    return {**ck, "lora": "continued" if ck["use"] == "trained" else "fresh", "adam": "fresh"}
+
+
+def sdpo_step_input(wc):
+    """Step 0 starts from the model (and a trained checkpoint's adapter); step s > 0 also reads
+    step s-1's adapter, Adam state, rollouts, evaluations and metrics."""
+    run = sdpo_run(wc)
+    step = int(wc.step)
+    inputs = {"tasks": tasks_file(run["suite"]), "split": split_file(run["suite"]), "model": model_dir_input(run["model"])}
+    if step > 0:
+        prev = sdpo_step_dir(wc.model, wc.suite, wc.variant, wc.seed, step - 1)
+        inputs.update(
+            adapter=f"{prev}/adapter",
+            optimizer=f"{prev}/optimizer.pt",
+            rollouts=f"{prev}/rollouts.parquet",
+            evaluations=f"{prev}/evaluations.parquet",
+            metrics=f"{prev}/metrics.json",
+        )
+    adapter = checkpoint_adapter(run["model"])
+    if step == 0 and adapter:
+        inputs["checkpoint_adapter"] = adapter[0]
+    return inputs
+
+
+def sdpo_table_input(wc):
+    """metrics.json of steps 0..S of every configured variant and seed (each seed on its suite)."""
+    sdpo = config["sdpo"]
+    return [
+        sdpo_step_file(wc.model, sdpo_seed_suite(config, wc.suite, seed), variant, seed, step, "metrics.json")
+        for variant in sdpo["variants"]
+        for seed in sdpo["seeds"]
+        for step in range(sdpo["steps"] + 1)
+    ]

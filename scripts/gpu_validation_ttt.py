@@ -148,7 +148,7 @@ def main() -> int:
     for step in (0, 1):
         started = time.monotonic()
         rollouts, evals, metrics = ttt_step.run_step(
-            gpu, run, step, tasks, sampling, evaluation, previous, out / f"a{step}", out / f"o{step}.pt"
+            ttt_step.StepInputs(gpu, run, step, tasks, sampling, evaluation, previous, out / f"a{step}", out / f"o{step}.pt")
         )
         wall = time.monotonic() - started
         steps[step] = (rollouts, evals, metrics)

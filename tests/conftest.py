@@ -110,3 +110,35 @@ def clean_repo(tmp_path_factory) -> Path:
     """One unbuilt copy of the workflow for the dry runs of a test session (they write only
     .snakemake/ there)."""
     return copy_repo(tmp_path_factory.mktemp("clean") / "repo")
+
+
+def kill_and_resume(workdir: Path, args: list[str], started: Path, finished: list[Path], deadline_s: float = 900) -> dict:
+    """Run ``snakemake ARGS -c2`` in ``workdir``, kill it and all its jobs with SIGKILL (a crash:
+    no cleanup) as soon as ``started`` (a job's log) exists, then unlock, plan (dry run) and
+    resume the same command. Returns ``finished`` ({path: mtime_ns} of the files that existed
+    at the kill) and ``plan`` (the dry run's stdout) for the caller's checks."""
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args, "-c2"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + deadline_s
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), f"{started.relative_to(workdir)} never appeared: the job never started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mtimes = {p: p.stat().st_mtime_ns for p in finished}
+    # after a hard kill the directory stays locked: snakemake --unlock, as snakemake itself says
+    assert run_snakemake([*args, "--unlock"], cwd=workdir, timeout=120).returncode == 0
+    plan = run_snakemake([*args, "-n"], cwd=workdir, timeout=120)
+    out = run_snakemake([*args, "-c2"], cwd=workdir)  # the profile reruns incomplete jobs
+    assert out.returncode == 0, out.stderr[-4000:]
+    return {"finished": mtimes, "plan": plan.stdout}

@@ -4,18 +4,13 @@ resuming at the step it was in, Table 5 and the training curve, rerun scoping.""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, run_snakemake
+from conftest import copy_repo, kill_and_resume, run_snakemake
 from testtime.records import read_parquet, read_provenance
 
 pytestmark = pytest.mark.slow
@@ -44,28 +39,11 @@ def job_counts(stdout: str) -> dict[str, int]:
 def rlvr_workdir(tmp_path_factory) -> dict:
     """Build Table 5 in a fresh copy, kill the whole run during step 2, resume it."""
     workdir = copy_repo(tmp_path_factory.mktemp("rlvr") / "repo")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", TARGET, "-c2", *TINY],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     started = workdir / "results/logs/rlvr_step/smollm2-135m/main/step2.log"
-    deadline = time.monotonic() + 900
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert started.exists(), "step 2 never started"
-    os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its jobs die without cleanup
-    proc.wait()
-    finished = {s: {p: p.stat().st_mtime_ns for p in step_files(workdir, s)} for s in (0, 1)}
-    assert run_snakemake([TARGET, "--unlock", *TINY], cwd=workdir, timeout=120).returncode == 0
-    plan = run_snakemake([TARGET, "-n", *TINY], cwd=workdir, timeout=120)
-    out = run_snakemake([TARGET, "-c2", *TINY], cwd=workdir)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return {"workdir": workdir, "finished": finished, "plan": plan.stdout}
+    finished = [p for s in (0, 1) for p in step_files(workdir, s)]
+    resumed = kill_and_resume(workdir, [TARGET, *TINY], started, finished)
+    by_step = {s: {p: m for p, m in resumed["finished"].items() if p in step_files(workdir, s)} for s in (0, 1)}
+    return {"workdir": workdir, "finished": by_step, "plan": resumed["plan"]}
 
 
 def dry(workdir: Path, extra: str = "") -> dict[str, int]:

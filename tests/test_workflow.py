@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, run_snakemake
+from conftest import copy_repo, kill_and_resume, run_snakemake
 from testtime.records import read_provenance
 from testtime.selection import strategy_names
 
@@ -170,35 +170,11 @@ def step_files(workdir: Path, run: str, step: int) -> list[Path]:
 @pytest.fixture(scope="module")
 def ttt_workdir(workdir) -> dict:
     """Run the TTT targets, kill the whole run during step 2 of main-s42, resume it."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *TTT_TARGETS, "-c2", *TINY],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     started = workdir / "results/logs/ttt_step/main-s42/step2.log"
-    deadline = time.monotonic() + 600
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert started.exists(), "step 2 of main-s42 never started"
-    os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its jobs die without cleanup
-    proc.wait()
-    finished = {s: {p: p.stat().st_mtime_ns for p in step_files(workdir, "main-s42", s)} for s in (0, 1)}
-    # after a hard kill the directory stays locked: snakemake --unlock, as snakemake itself says
-    assert run_snakemake([*TTT_TARGETS, "--unlock", *TINY], cwd=workdir, timeout=120).returncode == 0
-    plan = run_snakemake([*TTT_TARGETS, "-n", *TINY], cwd=workdir, timeout=120)
-    out = run_snakemake([*TTT_TARGETS, "-c2", *TINY], cwd=workdir)  # the profile reruns incomplete jobs
-    assert out.returncode == 0, out.stderr[-4000:]
-    return {"workdir": workdir, "finished": finished, "plan": plan.stdout}
+    finished = [p for s in (0, 1) for p in step_files(workdir, "main-s42", s)]
+    resumed = kill_and_resume(workdir, [*TTT_TARGETS, *TINY], started, finished, deadline_s=600)
+    by_step = {s: {p: m for p, m in resumed["finished"].items() if p in step_files(workdir, "main-s42", s)} for s in (0, 1)}
+    return {"workdir": workdir, "finished": by_step, "plan": resumed["plan"]}
 
 
 def planned_outputs(plan: str) -> set[str]:

@@ -21,12 +21,12 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
-from testtime.pg.rollouts import policy_step
+from testtime.pg.rollouts import StepInputs, policy_step
 
 logger = logging.getLogger(__name__)
 
@@ -80,35 +80,15 @@ def guardrail_violations(
     return found
 
 
-def run_step(
-    backend: Any,
-    run: Mapping[str, Any],
-    step: int,
-    tasks: pd.DataFrame,
-    sampling: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-    previous: Mapping[str, Any] | None,
-    adapter_out: str | Path,
-    optimizer_out: str | Path,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """RLVR step ``step``: update θ_{s-1} on batch s-1's rollouts (s > 0), save θ_s, sample
-    batch s from θ_s, evaluate, score, check the guardrails. ``tasks`` is the suite's task
-    table (split column); ``previous`` as in :func:`testtime.pg.rollouts.policy_step`."""
-    chosen = step_tasks(tasks, run, step)
+def run_step(inputs: StepInputs) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """RLVR step s: update θ_{s-1} on batch s-1's rollouts (s > 0), save θ_s, sample batch s
+    from θ_s, evaluate, score, check the guardrails. ``inputs.tasks`` is the suite's task table
+    (split column), of which this step selects batch s (:class:`testtime.pg.rollouts.StepInputs`)."""
+    run, step, previous = inputs.run, inputs.step, inputs.previous
+    chosen = step_tasks(inputs.tasks, run, step)
     mode = run.get("guardrails", "off") if step > 0 else "off"  # step 0's settings carry no update keys
-    kl_post = mode != "off"
     rollouts, scored, metrics = policy_step(
-        backend,
-        run,
-        step,
-        chosen,
-        sampling,
-        evaluation,
-        previous,
-        adapter_out,
-        optimizer_out,
-        f"{run['suite']}:rlvr-step{step}",
-        kl_post=kl_post,
+        replace(inputs, tasks=chosen), f"{run['suite']}:rlvr-step{step}", kl_post=mode != "off"
     )
     n = int(chosen["selected"].sum())
     metrics["rollouts_cumulative"] = (step + 1) * n * run["k"]

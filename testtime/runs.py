@@ -1,5 +1,5 @@
-"""Training-run settings: one TTT or RLVR run's complete settings, resolved from the ``ttt`` or
-``rlvr`` config section, what each step's outputs depend on, and the checkpoint the rest of the
+"""Training-run settings: one TTT, RLVR or SDPO run's complete settings, resolved from the ``ttt``,
+``rlvr`` or ``sdpo`` config section, what each step's outputs depend on, and the checkpoint the rest of the
 workflow uses (``checkpoint``).
 
 Imported by ``rules/common.smk`` while Snakemake parses the workflow, so it stays light
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Keys a run may set; the rest of its settings come from the ``ttt`` section's defaults.
-RUN_KEYS: tuple[str, ...] = (
+#: Policy-gradient keys every training loop (TTT, RLVR, SDPO) reads: the LoRA, the optimizer and
+#: the reward. Listed once; each loop adds its own.
+PG_KEYS: tuple[str, ...] = (
     "model",
     "suite",
     "seed",
-    "tasks",
     "k",
     "steps",
     "lr",
@@ -24,16 +24,15 @@ RUN_KEYS: tuple[str, ...] = (
     "lora_alpha",
     "lora_dropout",
     "lora_targets",
-    "advantage",
     "skip_zero_advantage",
     "reward_window",
     "reward_bonus",
     "adam_beta1",
     "adam_beta2",
     "adam_eps",
-    "init",
-    "init_optimizer",
 )
+#: Keys a TTT run may set; the rest of its settings come from the ``ttt`` section's defaults.
+RUN_KEYS: tuple[str, ...] = (*PG_KEYS, "tasks", "advantage", "init", "init_optimizer")
 #: Settings shared by every step of every run (device and numerics).
 SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
 
@@ -77,28 +76,13 @@ def step_settings(run: Mapping[str, Any], step: int | None = None) -> dict[str, 
 
 #: Keys an RLVR run may set; the rest come from the ``rlvr`` section's defaults.
 RLVR_RUN_KEYS: tuple[str, ...] = (
-    "model",
-    "suite",
-    "seed",
+    *PG_KEYS,
     "tasks_per_step",
-    "k",
-    "steps",
     "epochs",
     "shuffle_seed",
     "save_every",
-    "lr",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_targets",
     "advantage",
-    "skip_zero_advantage",
-    "reward_window",
-    "reward_bonus",
     "reward_history",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_eps",
     "guardrails",
     "guard_kl",
     "guard_reward_drop",
@@ -139,6 +123,44 @@ def checkpoint_steps(run: Mapping[str, Any]) -> list[int]:
     """The steps Table 5 lists: every ``save_every``-th step and the final one."""
     steps = list(range(run["save_every"], run["steps"] + 1, run["save_every"]))
     return steps if steps and steps[-1] == run["steps"] else [*steps, run["steps"]]
+
+
+# ---------------------------------------------------------------- SDPO (reference-protocol §10)
+
+#: SDPO's own keys (testtime.sdpo): β, the teacher context's switches and the student term.
+SDPO_KEYS: tuple[str, ...] = ("beta", "include_success_solution", "student_logprobs", "feedback_runtime_unit")
+#: SDPO settings only the update reads (step 0 does not depend on them).
+SDPO_UPDATE_KEYS: tuple[str, ...] = (*UPDATE_KEYS, *SDPO_KEYS)
+
+
+def resolve_sdpo_run(config: Mapping[str, Any], model: str, suite: str, variant: str, seed: int) -> dict[str, Any]:
+    """The settings of the SDPO run of one variant and seed on ``model`` and ``suite`` (all from
+    its path): the ``sdpo`` section's policy-gradient and SDPO keys. ValueError names the key."""
+    sdpo = config["sdpo"]
+    for registry, name in (("models", model), ("suites", suite)):
+        if name not in config[registry]:
+            raise ValueError(
+                f"SDPO: {registry[:-1]} {name!r} is not defined under '{registry}' (defined: {sorted(config[registry])})"
+            )
+    if variant not in sdpo["variants"]:
+        raise ValueError(f"config key 'sdpo.variants': variant {variant!r} is not configured ({sdpo['variants']})")
+    resolved = {key: sdpo[key] for key in (*PG_KEYS, *SDPO_KEYS) if key in sdpo}
+    resolved.update(model=model, suite=suite, seed=int(seed), variant=variant)
+    resolved.update({key: sdpo[key] for key in SHARED_KEYS})
+    return resolved
+
+
+def sdpo_step_settings(run: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """What one SDPO step's outputs depend on: not the number of steps, and at step 0 none of
+    the update's settings (β and the teacher switches included)."""
+    drop = {"steps", *(SDPO_UPDATE_KEYS if step == 0 else ())}
+    return {key: value for key, value in run.items() if key not in drop}
+
+
+def sdpo_seed_suite(config: Mapping[str, Any], suite: str, seed: int) -> str:
+    """The suite seed ``seed`` of Table 9 on ``suite`` adapts on: ``sdpo.seed_suites`` (D1: the
+    first eval tasks of split 43/44 for seeds 43/44), else ``suite`` itself."""
+    return {str(k): v for k, v in config["sdpo"]["seed_suites"].items()}.get(str(seed), suite)
 
 
 # ---------------------------------------------------------------- the checkpoint the workflow uses

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -99,22 +100,26 @@ def score_completions(
 
 
 def merge_duplicates(
-    completions: Sequence[Sequence[int]], sampler_logprobs: Sequence[Sequence[float]], advantages: Sequence[float]
-) -> tuple[list[tuple[int, ...]], list[list[float]], list[float], list[int]]:
+    completions: Sequence[Sequence[int]],
+    sampler_logprobs: Sequence[Sequence[float]],
+    advantages: Sequence[float | Sequence[float]],
+) -> tuple[list[tuple[int, ...]], list[list[float]], list[float | list[float]], list[int]]:
     """Identical completions of one prompt merged for the policy-gradient loss.
 
     Σ_i A_i Σ_t exp(log p(x_t) - q_i,t) over copies of one sequence x equals (Σ_i A_i) times one
     copy's term, up to the float noise between the copies' recorded sampler log-probs (~1e-6;
-    the first copy's are kept). Returns (unique completions in length order, their sampler
-    log-probs, summed advantages, copy counts).
+    the first copy's are kept); per-token advantages (SDPO) add token by token, for the same
+    reason. Returns (unique completions in length order, their sampler log-probs, summed
+    advantages, copy counts).
     """
     merged: dict[tuple[int, ...], list] = {}
     for comp, q, a in zip(completions, sampler_logprobs, advantages):
         key = tuple(int(t) for t in comp)
+        a = np.asarray(a, dtype=float)
         if key in merged:
-            merged[key][1] += float(a)
+            merged[key][1] = merged[key][1] + a
             merged[key][2] += 1
         else:
-            merged[key] = [list(map(float, q)), float(a), 1]
+            merged[key] = [list(map(float, q)), a, 1]
     keys = sorted(merged, key=len)
-    return keys, [merged[k][0] for k in keys], [merged[k][1] for k in keys], [merged[k][2] for k in keys]
+    return keys, [merged[k][0] for k in keys], [merged[k][1].tolist() for k in keys], [merged[k][2] for k in keys]

@@ -31,12 +31,14 @@ def pg_loss(logprobs: Any, sampler_logprobs: Any, adv: Any, mask: Any) -> Any:
     """Tinker's ``importance_sampling`` loss: ``-Σ exp(logp - q) · A`` over completion tokens.
 
     ``logprobs``, ``sampler_logprobs`` and ``mask`` are ``(rows, tokens)``; ``adv`` is
-    ``(rows,)``. Summed, not averaged: longer completions weigh more, as in the reference.
+    ``(rows,)`` (one advantage per rollout: TTT, RLVR) or ``(rows, tokens)`` (one per token:
+    SDPO). Summed, not averaged: longer completions weigh more, as in the reference.
     """
     import torch
 
     ratio = torch.exp(logprobs - sampler_logprobs.detach())
-    return -(ratio * adv[:, None] * mask).sum()
+    weight = adv if adv.dim() == 2 else adv[:, None]
+    return -(ratio * weight * mask).sum()
 
 
 class LoraPolicy:
@@ -107,7 +109,8 @@ class LoraPolicy:
         """One optimizer step on a sampled batch.
 
         ``batch`` holds one entry per task: ``prompt_ids``, ``completions`` (token ids),
-        ``sampler_logprobs`` and ``advantages`` (one per completion). Gradients are accumulated
+        ``sampler_logprobs`` and ``advantages`` (one per completion: a number, or a list with
+        one per token of the completion). Gradients are accumulated
         over tasks and chunks of rows (the loss is a sum, so this is exact) before the step.
         ``kl_post``: re-score the batch after the step (one more forward pass) for the
         old-vs-new KL estimate.
@@ -118,9 +121,10 @@ class LoraPolicy:
 
         if self.optimizer is None:
             raise ValueError("this policy was built without optimizer settings (step 0 never updates)")
-        all_adv = np.concatenate([np.asarray(g["advantages"], dtype=float) for g in batch]) if batch else np.zeros(0)
+        flat = [np.ravel(np.asarray(a, dtype=float)) for g in batch for a in g["advantages"]]
+        all_adv = np.concatenate(flat) if flat else np.zeros(0)
         stats: dict[str, Any] = {
-            "n_rollouts": int(all_adv.size),
+            "n_rollouts": sum(len(g["advantages"]) for g in batch),
             "all_zero_advantage": bool(np.all(all_adv == 0)),
             "skipped": False,
         }
@@ -132,7 +136,6 @@ class LoraPolicy:
         before: list[tuple[Any, Any, Any]] = []  # (group, rows, logp before the step) for kl_post
         self.optimizer.zero_grad(set_to_none=False)
         loss_total, n_tokens, max_log_ratio, n_unique = 0.0, 0, 0.0, 0
-        device = next(self.model.parameters()).device
         for group in batch:
             # copies of one completion add their advantages (the loss is linear in A)
             comps, qs, advs, _ = merge_duplicates(group["completions"], group["sampler_logprobs"], group["advantages"])
@@ -143,7 +146,7 @@ class LoraPolicy:
                 q = torch.zeros_like(lp)
                 for r, lps in enumerate(qs[start : start + chunk]):
                     q[r, : len(lps)] = torch.tensor(lps, dtype=q.dtype)
-                adv = torch.tensor(advs[start : start + chunk], dtype=lp.dtype, device=device)
+                adv = advantage_tensor(advs[start : start + chunk], lp)
                 loss = pg_loss(lp, q, adv, mask)
                 loss.backward()
                 loss_total += float(loss.detach())
@@ -192,6 +195,19 @@ class LoraPolicy:
         os.close(fd)
         torch.save(self.optimizer.state_dict() if self.optimizer is not None else {}, tmp_file)
         os.replace(tmp_file, optimizer_path)
+
+
+def advantage_tensor(advantages: Sequence[Any], like: Any) -> Any:
+    """Advantages of a chunk of rows as a tensor on ``like``'s device and dtype: ``(rows,)`` for
+    one number per row, ``(rows, tokens)`` (zero-padded to ``like``'s width) for per-token lists."""
+    import torch
+
+    if all(np.ndim(a) == 0 for a in advantages):
+        return torch.tensor([float(a) for a in advantages], dtype=like.dtype, device=like.device)
+    out = torch.zeros_like(like)
+    for row, a in enumerate(advantages):
+        out[row, : len(a)] = torch.tensor(list(a), dtype=like.dtype)
+    return out
 
 
 def merge_checkpoint(backend: Any, adapter_dir: str | Path) -> None:

@@ -135,8 +135,9 @@ def score_step(
     history: Mapping[str, Sequence[float]] | None,
     run: Mapping[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, list[float]]]:
-    """Evaluations with ``reward``, ``reward_baseline`` and ``advantage`` added, in evaluation
-    order (task, then sample index), and the reward history after this step."""
+    """Evaluations with ``reward``, ``reward_baseline`` and ``advantage`` (NaN when the run has
+    no ``advantage`` mode: SDPO) added, in evaluation order (task, then sample index), and the
+    reward history after this step."""
     keys = ["problem_id", "sample_index"]
     ev = evaluations.sort_values(keys, kind="mergesort").reset_index(drop=True)
     rewards, baselines, new_history = normalized_rewards(
@@ -150,5 +151,7 @@ def score_step(
     )
     ev["reward"] = rewards
     ev["reward_baseline"] = baselines
-    ev["advantage"] = advantages(rewards, ev["problem_id"].tolist(), run["advantage"])
+    # SDPO logs the reward only (§10.2): its advantages are per token, computed at the update.
+    mode = run.get("advantage")
+    ev["advantage"] = np.nan if mode is None else advantages(rewards, ev["problem_id"].tolist(), mode)
     return ev, new_history

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,32 +84,52 @@ def sample_and_evaluate(
     return rollouts, evaluations, timings
 
 
-def policy_step(
-    backend: Any,
-    run: Mapping[str, Any],
-    step: int,
-    tasks: pd.DataFrame,
-    sampling: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-    previous: Mapping[str, Any] | None,
-    adapter_out: str | Path,
-    optimizer_out: str | Path,
-    stream: str,
-    start: Mapping[str, Any] | None = None,
-    kl_post: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Step ``step`` of a run: update θ_{s-1} on step s-1's rollouts (s > 0), save θ_s, sample
-    K = ``run["k"]`` rollouts per selected task of ``tasks`` from θ_s, evaluate them, score them.
+@dataclass(frozen=True)
+class StepInputs:
+    """What one step of any loop is given: the loaded ``backend``, the run's settings ``run``,
+    the ``step`` index, the task table ``tasks`` (``selected`` marks the step's tasks; all rows
+    render the prompts of the previous step's rollouts), the ``sampling`` and ``evaluation``
+    settings, ``previous`` (None at step 0; else step s-1's ``adapter`` and ``optimizer``
+    paths, ``rollouts`` and ``evaluations`` DataFrames and ``metrics`` dict), where to write
+    ``adapter_out`` and ``optimizer_out``, and ``start``: where the run starts (``merge``,
+    every step: an adapter folded into the base weights first, a trained checkpoint under a
+    fresh LoRA; ``adapter`` and ``optimizer``, step 0: the LoRA and Adam state to continue;
+    None: a fresh LoRA whose B = 0, i.e. exactly the model, and a fresh Adam)."""
 
-    ``previous`` (None at step 0) holds step s-1's ``adapter`` and ``optimizer`` paths, its
-    ``rollouts`` and ``evaluations`` DataFrames and its ``metrics`` dict; the prompts of its
-    rollouts are rendered from ``tasks`` (all rows, selected or not). ``start`` says where the
-    run starts: ``merge`` (every step), an adapter folded into the base weights first (a trained
-    checkpoint under a fresh LoRA); ``adapter`` and ``optimizer`` (step 0), the LoRA and Adam
-    state to continue (None: a fresh LoRA whose B = 0, i.e. exactly the model, and a fresh
-    Adam). Returns this step's rollouts, scored evaluations and metrics (reward history and the
-    update's statistics included).
+    backend: Any
+    run: Mapping[str, Any]
+    step: int
+    tasks: pd.DataFrame
+    sampling: Mapping[str, Any]
+    evaluation: Mapping[str, Any]
+    previous: Mapping[str, Any] | None
+    adapter_out: str | Path
+    optimizer_out: str | Path
+    start: Mapping[str, Any] | None = None
+
+
+#: ``build_batch(policy, tasks, previous) -> (batch, stats)``: the update's inputs from step
+#: s-1's files under θ_{s-1} (``policy``), and statistics added to the update's record. The
+#: default (None) is :func:`update_batch`: one scalar advantage per rollout, from the records.
+BatchBuilder = Callable[[LoraPolicy, pd.DataFrame, Mapping[str, Any]], tuple[list[dict[str, Any]], dict[str, Any]]]
+
+
+def policy_step(
+    inputs: StepInputs,
+    stream: str,
+    kl_post: bool = False,
+    build_batch: BatchBuilder | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Step s of a run (:class:`StepInputs`): update θ_{s-1} on step s-1's rollouts (s > 0),
+    save θ_s, sample K = ``run["k"]`` rollouts per selected task of ``tasks`` from θ_s, evaluate
+    them, score them. ``stream`` names the sample-seed stream; ``kl_post`` re-scores the batch
+    after the update; ``build_batch`` (:data:`BatchBuilder`) replaces the scalar advantages
+    (SDPO's per-token ones). Returns this step's rollouts, scored evaluations and metrics
+    (reward history and the update's statistics included).
     """
+    backend, run, step, tasks = inputs.backend, inputs.run, inputs.step, inputs.tasks
+    sampling, evaluation, previous = inputs.sampling, inputs.evaluation, inputs.previous
+    adapter_out, optimizer_out, start = inputs.adapter_out, inputs.optimizer_out, inputs.start
     timings: dict[str, float] = {}
     started = time.monotonic()
     start = start or {}
@@ -126,9 +147,12 @@ def policy_step(
         timings["load_s"] = time.monotonic() - started
         started = time.monotonic()
         trained_on = tasks.assign(selected=tasks["problem_id"].isin(previous["rollouts"]["problem_id"]))
-        prompts = task_prompts(backend, trained_on, sampling["prompt_variant"])
-        batch = update_batch(backend, prompts, previous["rollouts"], previous["evaluations"])
-        update = policy.update(batch, kl_post=kl_post)
+        if build_batch is None:
+            prompts = task_prompts(backend, trained_on, sampling["prompt_variant"])
+            batch, extra = update_batch(backend, prompts, previous["rollouts"], previous["evaluations"]), {}
+        else:
+            batch, extra = build_batch(policy, trained_on, previous)
+        update = {**policy.update(batch, kl_post=kl_post), **extra}
         timings["update_s"] = time.monotonic() - started
         logger.info("step %d update: %s", step, update)
     started = time.monotonic()

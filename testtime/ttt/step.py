@@ -10,14 +10,13 @@ equals the checkpoint either way. Each later step updates, saves and samples aga
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from testtime.pg.rollouts import policy_step, sample_and_evaluate, update_batch
+from testtime.pg.rollouts import StepInputs, policy_step, sample_and_evaluate, update_batch
 
-__all__ = ["run_step", "run_tasks", "sample_and_evaluate", "update_batch"]
+__all__ = ["StepInputs", "run_step", "run_tasks", "sample_and_evaluate", "update_batch"]
 
 
 def run_tasks(tasks: pd.DataFrame, run: Mapping[str, Any], where: str) -> pd.DataFrame:
@@ -35,32 +34,10 @@ def run_tasks(tasks: pd.DataFrame, run: Mapping[str, Any], where: str) -> pd.Dat
     return out
 
 
-def run_step(
-    backend: Any,
-    run: Mapping[str, Any],
-    step: int,
-    tasks: pd.DataFrame,
-    sampling: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-    previous: Mapping[str, Any] | None,
-    adapter_out: str | Path,
-    optimizer_out: str | Path,
-    start: Mapping[str, Any] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Step ``step`` of a TTT run (see :func:`testtime.pg.rollouts.policy_step`); ``start``
-    (step 0) is the checkpoint's ``adapter`` and ``optimizer`` to continue, None for fresh."""
-    rollouts, scored, metrics = policy_step(
-        backend,
-        run,
-        step,
-        tasks,
-        sampling,
-        evaluation,
-        previous,
-        adapter_out,
-        optimizer_out,
-        f"{run['suite']}:ttt-step{step}",
-        start=start,
-    )
-    metrics["rollouts_cumulative"] = (step + 1) * int(tasks["selected"].sum()) * run["k"]
+def run_step(inputs: StepInputs) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A step of a TTT run (:func:`testtime.pg.rollouts.policy_step` on the run's fixed tasks);
+    ``inputs.start`` (step 0) is the checkpoint's ``adapter`` and ``optimizer`` to continue."""
+    run, step = inputs.run, inputs.step
+    rollouts, scored, metrics = policy_step(inputs, f"{run['suite']}:ttt-step{step}")
+    metrics["rollouts_cumulative"] = (step + 1) * int(inputs.tasks["selected"].sum()) * run["k"]
     return rollouts, scored, metrics
