@@ -90,10 +90,11 @@ def run_step(
     previous: Mapping[str, Any] | None,
     adapter_out: str | Path,
     optimizer_out: str | Path,
+    sampler: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """RLVR step ``step``: update θ_{s-1} on batch s-1's rollouts (s > 0), save θ_s, sample
     batch s from θ_s, evaluate, score, check the guardrails. ``tasks`` is the suite's task
-    table (split column); ``previous`` as in :func:`testtime.pg.rollouts.policy_step`."""
+    table (split column); ``previous`` and ``sampler`` as in :func:`testtime.pg.rollouts.policy_step`."""
     chosen = step_tasks(tasks, run, step)
     mode = run.get("guardrails", "off") if step > 0 else "off"  # step 0's settings carry no update keys
     kl_post = mode != "off"
@@ -109,6 +110,7 @@ def run_step(
         optimizer_out,
         f"{run['suite']}:rlvr-step{step}",
         kl_post=kl_post,
+        sampler=sampler,
     )
     n = int(chosen["selected"].sum())
     metrics["rollouts_cumulative"] = (step + 1) * n * run["k"]

@@ -7,7 +7,7 @@ from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
 from testtime.rlvr import run_step
-from testtime.sampling import training_backend
+from testtime.sampling import rollout_engine, training_backend
 
 
 def previous_step(inputs) -> dict | None:  # noqa: ANN001
@@ -26,6 +26,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
     backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    sampler = rollout_engine(snakemake.params.sampling, snakemake.params.model_path, model, run["device"], run["lora_rank"])
     tasks = read_parquet(snakemake.input.tasks)
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output
@@ -39,6 +40,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         previous_step(snakemake.input),
         out.adapter,
         out.optimizer,
+        sampler=sampler,
     )
     for frame in (rollouts, evaluations):
         frame.insert(0, "run", name)
@@ -52,6 +54,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         suite_revision=split["suite_revision"],
         seed=run["seed"],
         autocast=run["autocast"],
+        engine=metrics["engine"],
         **provenance.device_info(run["device"]),
     )
     write_parquet(rollouts, out.rollouts, prov)

@@ -6,7 +6,7 @@ from pathlib import Path
 from _common import leased
 from testtime import provenance
 from testtime.records import read_parquet, write_parquet
-from testtime.sampling import training_backend
+from testtime.sampling import rollout_engine, training_backend
 from testtime.ttt.step import run_step, run_tasks
 
 
@@ -36,6 +36,10 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
     backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    continued = [getattr(snakemake.input, "checkpoint_adapter", None)]  # its rank may exceed the run's
+    sampler = rollout_engine(
+        snakemake.params.sampling, snakemake.params.model_path, model, run["device"], run["lora_rank"], continued
+    )
     tasks = run_tasks(read_parquet(snakemake.input.tasks), run, f"ttt.runs.{name}")
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output
@@ -50,6 +54,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         out.adapter,
         out.optimizer,
         start=start_of(snakemake.params.checkpoint, snakemake.input),
+        sampler=sampler,
     )
     for frame in (rollouts, evaluations):
         frame.insert(0, "run", name)
@@ -70,6 +75,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         seed=run["seed"],
         checkpoint=snakemake.params.checkpoint,
         autocast=run["autocast"],
+        engine=metrics["engine"],
         **provenance.device_info(run["device"]),
     )
     write_parquet(rollouts, out.rollouts, prov)

@@ -24,6 +24,7 @@ from testtime.evaluation.isolated import evaluate_in_subprocess
 from testtime.pg.policy import LoraPolicy, merge_checkpoint
 from testtime.pg.rewards import score_step, step_metrics
 from testtime.prompting import prompt_hash, task_prompts
+from testtime.sampling import engine_provenance
 from testtime.sampling.loop import sample_tasks
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,23 @@ def sample_and_evaluate(
     return rollouts, evaluations, timings
 
 
+def rollout_sampler(policy: LoraPolicy, backend: Any, sampler: Any, adapter_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The engine that samples θ_s, whose adapter was just saved to ``adapter_dir``, and its
+    provenance record.
+
+    ``sampler`` None: the training backend samples, its LoRA merged into fp32 weights for
+    decoding (:meth:`LoraPolicy.merge_for_sampling`), as PEFT layers otherwise. A vLLM
+    ``sampler`` (built once per job by ``testtime.sampling.rollout_engine``) hot-loads the saved
+    adapter with a ``LoRARequest``: the rollouts come from exactly the file step s+1 trains on,
+    and their recorded log-probs are the sampler's q of the ``importance_sampling`` loss.
+    """
+    if sampler is None:
+        merged = policy.merge_for_sampling()
+        return backend, engine_provenance(backend, adapter_dir, "merged" if merged else "peft")
+    sampler.set_adapter(adapter_dir)
+    return sampler, engine_provenance(sampler)
+
+
 def policy_step(
     backend: Any,
     run: Mapping[str, Any],
@@ -96,6 +114,7 @@ def policy_step(
     stream: str,
     start: Mapping[str, Any] | None = None,
     kl_post: bool = False,
+    sampler: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Step ``step`` of a run: update θ_{s-1} on step s-1's rollouts (s > 0), save θ_s, sample
     K = ``run["k"]`` rollouts per selected task of ``tasks`` from θ_s, evaluate them, score them.
@@ -106,12 +125,19 @@ def policy_step(
     run starts: ``merge`` (every step), an adapter folded into the base weights first (a trained
     checkpoint under a fresh LoRA); ``adapter`` and ``optimizer`` (step 0), the LoRA and Adam
     state to continue (None: a fresh LoRA whose B = 0, i.e. exactly the model, and a fresh
-    Adam). Returns this step's rollouts, scored evaluations and metrics (reward history and the
-    update's statistics included).
+    Adam). ``sampler``: the engine that samples the rollouts (see :func:`rollout_sampler`; None =
+    ``backend``). Returns this step's rollouts, scored evaluations and metrics (reward history,
+    the update's statistics and the sampling ``engine`` included).
     """
     timings: dict[str, float] = {}
     started = time.monotonic()
     start = start or {}
+    if sampler is not None and start.get("merge"):
+        # vLLM serves one LoRA on the weights it loaded: the fresh LoRA cannot sit on a merged one.
+        raise NotImplementedError(
+            "sampling.backend: vllm cannot sample a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
+            "use ttt.init: checkpoint or the transformers backend"
+        )
     if start.get("merge"):
         merge_checkpoint(backend, start["merge"])
     if previous is None:
@@ -136,8 +162,9 @@ def policy_step(
     if previous is None and start.get("optimizer"):
         shutil.copyfile(start["optimizer"], optimizer_out)  # step 1 continues the checkpoint's Adam state
     timings["save_s"] = time.monotonic() - started
-    merged = policy.merge_for_sampling()
-    rollouts, evaluations, more = sample_and_evaluate(backend, tasks, sampling, evaluation, run["k"], run["seed"], stream)
+    engine, engine_record = rollout_sampler(policy, backend, sampler, adapter_out)
+    merged = engine_record["adapter_applied"] == "merged"
+    rollouts, evaluations, more = sample_and_evaluate(engine, tasks, sampling, evaluation, run["k"], run["seed"], stream)
     timings.update(more)
     scored, history = score_step(rollouts, evaluations, history, run)
     keys = ["problem_id", "sample_index"]
@@ -149,6 +176,7 @@ def policy_step(
         completion_tokens=int(rollouts["n_tokens"].sum()),
         update=update,
         lora_merged_for_sampling=merged,
+        engine=engine_record,
         timings=timings,
         reward_history=history,
     )

@@ -46,9 +46,11 @@ def run_step(
     adapter_out: str | Path,
     optimizer_out: str | Path,
     start: Mapping[str, Any] | None = None,
+    sampler: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Step ``step`` of a TTT run (see :func:`testtime.pg.rollouts.policy_step`); ``start``
-    (step 0) is the checkpoint's ``adapter`` and ``optimizer`` to continue, None for fresh."""
+    (step 0) is the checkpoint's ``adapter`` and ``optimizer`` to continue, None for fresh;
+    ``sampler`` the job's vLLM engine (``sampling.backend: vllm``), None to sample with ``backend``."""
     rollouts, scored, metrics = policy_step(
         backend,
         run,
@@ -61,6 +63,7 @@ def run_step(
         optimizer_out,
         f"{run['suite']}:ttt-step{step}",
         start=start,
+        sampler=sampler,
     )
     metrics["rollouts_cumulative"] = (step + 1) * int(tasks["selected"].sum()) * run["k"]
     return rollouts, scored, metrics
