@@ -291,21 +291,43 @@ class VllmBackend:
         ``logprobs_mode`` says. vLLM turns prefix-cache reads off for these requests (a cached
         prefix would have no log-probs), so each distinct completion costs a full prefill;
         identical completions are scored once.
+
+        On an engine with LoRA enabled the requests go one per ``generate`` call. vLLM 0.32's
+        LoRA logits layer indexes the adapter by request, not by prompt position, so two prompt-
+        log-prob requests in one batch crash (vllm-project/vllm#16668, #29955: "einsum(): subscript
+        b has size 2 ... 126" here); with one request its index broadcasts over the positions,
+        which is exact because the adapter has no ``lm_head`` LoRA (checked: vLLM drops an
+        lm_head delta from prompt log-probs, vllm-project/vllm#51594).
         """
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         lora = self._lora_for(adapter_dir)
+        if lora is not None:
+            check_scorable(lora.lora_path)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         unique = sorted({tuple(int(t) for t in c) for c in completions if len(c)}, key=len)
+        # One generated token is the least vLLM decodes; it is discarded. prompt_logprobs=0: each
+        # position's own token only, no top-k over the vocabulary.
+        sp = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        requests = [TokensPrompt(prompt_token_ids=prompt_ids + list(c)) for c in unique]
+        per_call = 1 if self.max_lora_rank else max(1, len(requests))
+        outputs = []
+        for start in range(0, len(requests), per_call):
+            outputs += self.llm.generate(requests[start : start + per_call], sp, lora_request=lora, use_tqdm=False)
         scored: dict[tuple[int, ...], list[float]] = {(): []}
-        if unique:
-            # One generated token is the least vLLM decodes; it is discarded. prompt_logprobs=0:
-            # each position's own token only, so no top-k over the vocabulary is returned.
-            sp = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-            requests = [TokensPrompt(prompt_token_ids=prompt_ids + list(c)) for c in unique]
-            outputs = self.llm.generate(requests, sp, lora_request=lora, use_tqdm=False)
-            for comp, out in zip(unique, outputs):
-                positions = out.prompt_logprobs[len(prompt_ids) :]  # entry i: log p(token i | tokens < i)
-                scored[comp] = [float(step[tok].logprob) for step, tok in zip(positions, comp)]
+        for comp, out in zip(unique, outputs):
+            positions = out.prompt_logprobs[len(prompt_ids) :]  # entry i: log p(token i | tokens < i)
+            scored[comp] = [float(step[tok].logprob) for step, tok in zip(positions, comp)]
         return [list(scored[tuple(int(t) for t in c)]) for c in completions]
+
+
+def check_scorable(adapter_dir: str | os.PathLike) -> None:
+    """Refuse an adapter whose ``lm_head``/embedding weights vLLM would leave out of prompt
+    log-probs (vllm-project/vllm#51594): the scores would look plausible and be wrong."""
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    extra = [m for m in targets + list(config.get("modules_to_save") or []) if m in ("lm_head", "embed_tokens")]
+    if extra:
+        raise ValueError(f"{adapter_dir}: vLLM's prompt log-probs omit a LoRA on {extra}; score it with the transformers backend")
