@@ -101,6 +101,46 @@ def rollout_sampler(policy: LoraPolicy, backend: Any, sampler: Any, adapter_dir:
     return sampler, engine_provenance(sampler)
 
 
+def adapter_sampler(
+    model_path: str,
+    model: Mapping[str, Any],
+    sampling: Mapping[str, Any],
+    device: str,
+    threads: int,
+    adapter: str | Path,
+    merged: str | Path | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """An engine that samples a saved adapter (a transfer: one run's θ_s on another run's tasks),
+    and its provenance record. transformers (``sampling.backend``): the adapter merged into
+    fp32 weights for decoding, on top of ``merged`` (a trained checkpoint under the run's fresh
+    LoRA) when given. vLLM: one engine with the adapter in a ``LoRARequest``."""
+    from peft import PeftModel
+
+    from testtime.pg.policy import merge_for_sampling
+    from testtime.sampling import rollout_engine, training_backend
+    from testtime.sampling.vllm_backend import lora_rank
+
+    if sampling.get("backend", "transformers") == "vllm":
+        if merged:
+            raise NotImplementedError(
+                "sampling.backend: vllm cannot sample a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
+                "use ttt.init: checkpoint or the transformers backend"
+            )
+        import torch
+
+        torch.set_num_threads(threads)
+        engine = rollout_engine(sampling, model_path, model, device, lora_rank(adapter))
+        engine.set_adapter(adapter)
+        return engine, engine_provenance(engine)
+    backend = training_backend(model_path, model, device, threads)
+    if merged:
+        merge_checkpoint(backend, merged)
+    peft = PeftModel.from_pretrained(backend.model, str(adapter))  # LoRA injected into backend.model
+    applied = "merged" if merge_for_sampling(peft) else "peft"
+    backend.model.eval()
+    return backend, engine_provenance(backend, adapter, applied)
+
+
 def policy_step(
     backend: Any,
     run: Mapping[str, Any],
