@@ -230,8 +230,18 @@ def metrics_of(runs):
 
 
 def ttt_sampling():
-    """What TTT takes from `sampling`: how to prompt and decode (not K, backend or device)."""
-    return {key: config["sampling"][key] for key in ("max_new_tokens", "prompt_variant", "temperature")}
+    """What TTT and RLVR take from `sampling`: how to prompt and decode (not K or device), and the
+    engine when it is vLLM."""
+    return {**{key: config["sampling"][key] for key in ("max_new_tokens", "prompt_variant", "temperature")}, **rollout_backend()}
+
+
+def rollout_backend():
+    """`sampling.backend` (and `sampling.vllm`) for the jobs that sample or score a training run
+    (TTT, RLVR, the probe): {} for transformers, so that the default's params, config hashes and
+    finished jobs stay as they were; vLLM's rollouts are other samples, so its jobs rerun."""
+    if config["sampling"]["backend"] == "transformers":
+        return {}
+    return {key: config["sampling"][key] for key in ("backend", "vllm") if key in config["sampling"]}
 
 
 # ---------------------------------------------------------------- input functions of TTT steps and transfers (rules/ttt.smk)

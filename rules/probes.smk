@@ -18,7 +18,10 @@ rule probe_score:
         **stage_resources("probes"),
     params:
         probe={key: config["probe"][key] for key in ("chunk", "span")},
-        run=lambda wc: {key: probe_run(wc)[key] for key in ("autocast", "device")},
+        run=lambda wc: {
+            **{key: probe_run(wc)[key] for key in ("autocast", "device")},
+            **rollout_backend(),
+        },
         prompt_variant=config["sampling"]["prompt_variant"],
         model=lambda wc: cfg("models", probe_run(wc)["model"]),
         model_path=lambda wc: model_dir_path(probe_run(wc)["model"]),

@@ -40,34 +40,31 @@ def rescore(
     always teacher-forced; the span only chooses which tokens' log-probs are summed. A sample
     with no token in the span (no code extracted) gets NaN.
 
-    The base model is loaded once (``backend``); every adapter is loaded into it by name and
-    activated in turn. Each task's prompt is checked against the hash recorded at sampling.
+    The base model is loaded once (``backend``). With the transformers backend every adapter
+    is loaded into it by name (PEFT) and activated in turn; with a vLLM backend (built with LoRA
+    enabled, ``testtime.sampling.rollout_engine``) each step's adapter is hot-loaded per request
+    (``LoRARequest``) and the log-probs are vLLM's ``prompt_logprobs``. Each task's prompt is
+    checked against the hash recorded at sampling.
     """
-    from peft import PeftModel
-
     from testtime.prompting import prompt_hash
     from testtime.sampling.harmony import record_span_mask, span_logprob
-    from testtime.scoring import score_completions
 
     for pid, g in samples.groupby("problem_id"):
         if set(g["prompt_hash"]) != {prompt_hash(prompts[int(pid)])}:
             raise ValueError(f"task {pid}: the samples were drawn from a different prompt than the one rendered now")
     steps = sorted(adapters)
-    peft = PeftModel.from_pretrained(backend.model, str(adapters[steps[0]]), adapter_name=f"step{steps[0]}")
-    for s in steps[1:]:
-        peft.load_adapter(str(adapters[s]), adapter_name=f"step{s}")
-    model = peft.get_base_model()
-    model.eval()
-    pad = int(backend.stop_ids[0])
+    score = (
+        _vllm_scorer(backend, prompts, adapters)
+        if backend.name == "vllm"
+        else _peft_scorer(backend, prompts, adapters, chunk, autocast)
+    )
     ordered = samples.sort_values(["problem_id", "sample_index"], kind="mergesort")
-    prompt_ids = {pid: backend.tokenizer(p, add_special_tokens=False).input_ids for pid, p in prompts.items()}
     rows = []
     for s in steps:
-        peft.set_adapter(f"step{s}")
         started = time.monotonic()
         for pid, g in ordered.groupby("problem_id", sort=True):
             comps = [list(map(int, t)) for t in g["token_ids"]]
-            lps = score_completions(model, prompt_ids[int(pid)], comps, pad, chunk=chunk, autocast=autocast)
+            lps = score(s, int(pid), comps)
             for record, lp in zip(g.to_dict("records"), lps):
                 mask = record_span_mask(record, span) if span != "completion" else [True] * len(lp)
                 total, n = span_logprob(lp, mask)
@@ -85,6 +82,82 @@ def rescore(
                 )
         logger.info("step %d: %d samples re-scored in %.1f s", s, len(ordered), time.monotonic() - started)
     return pd.DataFrame(rows)
+
+
+def probe_engine(
+    model_path: str,
+    model: Mapping[str, Any],
+    run: Mapping[str, Any],
+    threads: int,
+    adapters: Mapping[int, str],
+    merged: str | None = None,
+) -> Any:
+    """The probe job's one engine: vLLM when ``run["backend"]`` (the rule's ``sampling.backend``)
+    is ``vllm``, LoRA enabled for the largest rank among the steps' ``adapters``; else the
+    transformers backend, with ``merged`` (a trained checkpoint under the run's fresh LoRA)
+    folded into its weights."""
+    from testtime.sampling import rollout_engine, training_backend
+
+    if run.get("backend", "transformers") == "vllm":
+        if merged:
+            # vLLM serves one LoRA on the weights it loaded: the steps' LoRA cannot sit on a merged one.
+            raise NotImplementedError(
+                "sampling.backend: vllm cannot re-score a TTT run whose fresh LoRA sits on a trained checkpoint "
+                "(ttt.init: fresh); use ttt.init: checkpoint or the transformers backend"
+            )
+        import torch
+
+        torch.set_num_threads(threads)
+        return rollout_engine(run, model_path, model, run["device"], 0, list(adapters.values()))
+    backend = training_backend(model_path, model, run["device"], threads)
+    if merged:
+        from testtime.pg.policy import merge_checkpoint
+
+        merge_checkpoint(backend, merged)
+    return backend
+
+
+def engine_record(backend: Any, adapters: Mapping[int, str], merged: str | None = None) -> dict[str, Any]:
+    """The probe's provenance ``engine``: which engine scored, and how each step's adapter was
+    applied (``lora_request`` per vLLM call, ``peft`` layers activated by name)."""
+    from testtime.sampling import engine_provenance
+
+    record = engine_provenance(backend, merged, "merged" if merged else None)
+    applied = "lora_request" if backend.name == "vllm" else "peft"
+    return {**record, "step_adapters": [str(adapters[s]) for s in sorted(adapters)], "step_adapters_applied": applied}
+
+
+def _peft_scorer(backend: Any, prompts: Mapping[int, str], adapters: Mapping[int, str], chunk: int, autocast: str) -> Any:
+    """``score(step, task, completions)`` under the transformers backend's model, every step's
+    adapter loaded by name (PEFT) and activated when its step is scored."""
+    from peft import PeftModel
+
+    from testtime.scoring import score_completions
+
+    steps = sorted(adapters)
+    peft = PeftModel.from_pretrained(backend.model, str(adapters[steps[0]]), adapter_name=f"step{steps[0]}")
+    for s in steps[1:]:
+        peft.load_adapter(str(adapters[s]), adapter_name=f"step{s}")
+    model = peft.get_base_model()
+    model.eval()
+    pad = int(backend.stop_ids[0])
+    prompt_ids = {pid: backend.tokenizer(p, add_special_tokens=False).input_ids for pid, p in prompts.items()}
+
+    def score(step: int, pid: int, comps: list[list[int]]) -> list[list[float]]:
+        peft.set_adapter(f"step{step}")
+        return score_completions(model, prompt_ids[pid], comps, pad, chunk=chunk, autocast=autocast)
+
+    return score
+
+
+def _vllm_scorer(backend: Any, prompts: Mapping[int, str], adapters: Mapping[int, str]) -> Any:
+    """``score(step, task, completions)`` through the vLLM engine, the step's adapter in a
+    ``LoRARequest`` of each call (the engine keeps its adapter cache; nothing is merged)."""
+
+    def score(step: int, pid: int, comps: list[list[int]]) -> list[list[float]]:
+        return backend.score(prompts[pid], comps, adapter_dir=str(adapters[step]))
+
+    return score
 
 
 def spearman(x: Any, y: Any) -> tuple[float, float, int]:

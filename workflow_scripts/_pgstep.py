@@ -18,7 +18,7 @@ import pandas as pd
 from testtime import provenance
 from testtime.pg.rollouts import StepInputs
 from testtime.records import read_parquet, write_parquet
-from testtime.sampling import training_backend
+from testtime.sampling import rollout_engine, training_backend
 
 StepFunction = Callable[[StepInputs], tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]]
 
@@ -57,7 +57,8 @@ def run_policy_step(
     sections: Mapping[str, Any] | None = None,
     facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One step job: load the training backend, call ``run_step`` on this step's inputs, write
+    """One step job: load the training backend and the rollout engine (``sampling.backend``), call
+    ``run_step`` on this step's inputs, write
     rollouts and evaluations (with ``run`` = ``name`` and ``step`` columns) and metrics.json,
     each carrying the step's provenance: the loop's settings under ``section``, ``sampling``,
     ``evaluation``, ``model`` and ``sections``; ``facts`` join the run, step, model, suite,
@@ -65,6 +66,10 @@ def run_policy_step(
     params, out = snakemake.params, snakemake.output
     run, model, step = params.run, params.model, int(snakemake.wildcards.step)
     backend = training_backend(params.model_path, model, run["device"], snakemake.threads)
+    # None (transformers: the training model samples) or one vLLM engine for the job, into which
+    # each step's adapter is hot-loaded; a continued checkpoint's LoRA may have a larger rank
+    continued = [getattr(snakemake.input, "checkpoint_adapter", None)]
+    sampler = rollout_engine(params.sampling, params.model_path, model, run["device"], run["lora_rank"], continued)
     split = json.loads(Path(snakemake.input.split).read_text())
     inputs = StepInputs(
         backend=backend,
@@ -77,6 +82,7 @@ def run_policy_step(
         adapter_out=out.adapter,
         optimizer_out=out.optimizer,
         start=start,
+        sampler=sampler,
     )
     rollouts, evaluations, metrics = run_step(inputs)
     for frame in (rollouts, evaluations):
@@ -91,6 +97,7 @@ def run_policy_step(
         suite_revision=split["suite_revision"],
         seed=run["seed"],
         autocast=run["autocast"],
+        engine=metrics.get("engine"),
         **(facts or {}),
         **provenance.device_info(run["device"]),
     )

@@ -5,23 +5,20 @@ from pathlib import Path
 
 from _common import leased
 from testtime import provenance
-from testtime.pg.policy import merge_checkpoint
-from testtime.probes import rescore
+from testtime.probes import engine_record, probe_engine, rescore
 from testtime.prompting import task_prompts
 from testtime.records import read_parquet, read_provenance, write_parquet
-from testtime.sampling import training_backend
 
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     probe, model, run = snakemake.params.probe, snakemake.params.model, snakemake.params.run
-    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
-    if hasattr(snakemake.input, "checkpoint_adapter"):  # the run's fresh LoRA sits on a trained checkpoint
-        merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
+    adapters = dict(enumerate(snakemake.input.adapters))
+    merged = getattr(snakemake.input, "checkpoint_adapter", None)  # the run's fresh LoRA sits on a trained checkpoint
+    backend = probe_engine(snakemake.params.model_path, model, run, snakemake.threads, adapters, merged)
     samples = read_parquet(snakemake.input.samples)
     tasks = read_parquet(snakemake.input.tasks)
     tasks = tasks.assign(selected=tasks["problem_id"].isin(samples["problem_id"].unique()))
     prompts = task_prompts(backend, tasks, snakemake.params.prompt_variant)
-    adapters = dict(enumerate(snakemake.input.adapters))
     scores = rescore(backend, samples, prompts, adapters, chunk=probe["chunk"], autocast=run["autocast"], span=probe["span"])
     scores.insert(0, "run", snakemake.wildcards.run)
     scores.insert(1, "seed", int(snakemake.wildcards.seed))
@@ -43,6 +40,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         steps=len(adapters) - 1,
         checkpoint=snakemake.params.checkpoint,
         checkpoints_provenance=checkpoints,
+        engine=engine_record(backend, adapters, merged),
         **provenance.device_info(run["device"]),
     )
     write_parquet(scores, snakemake.output[0], prov)

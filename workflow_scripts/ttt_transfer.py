@@ -5,24 +5,25 @@ from pathlib import Path
 
 from _common import leased
 from testtime import provenance
-from testtime.pg.policy import merge_checkpoint, merge_for_sampling
 from testtime.pg.rewards import score_step, step_metrics
+from testtime.pg.rollouts import adapter_sampler
 from testtime.records import read_parquet, write_parquet
-from testtime.sampling import training_backend
 from testtime.ttt.step import run_tasks, sample_and_evaluate
 
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
-    from peft import PeftModel
-
     spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
     name = snakemake.wildcards.name
-    backend = training_backend(snakemake.params.model_path, model, target["device"], snakemake.threads)
-    if hasattr(snakemake.input, "checkpoint_adapter"):  # the source run's fresh LoRA sits on a trained checkpoint
-        merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
-    peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
-    merge_for_sampling(peft)
-    backend.model.eval()
+    merged = getattr(snakemake.input, "checkpoint_adapter", None)  # the source run's fresh LoRA sits on a trained checkpoint
+    backend, engine = adapter_sampler(
+        snakemake.params.model_path,
+        model,
+        snakemake.params.sampling,
+        target["device"],
+        snakemake.threads,
+        snakemake.input.adapter,
+        merged,
+    )
     tasks = run_tasks(read_parquet(snakemake.input.tasks), target, f"ttt.runs.{spec['target']}")
     split = json.loads(Path(snakemake.input.split).read_text())
     rollouts, evaluations, timings = sample_and_evaluate(
@@ -37,7 +38,9 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
     scored, _ = score_step(rollouts, evaluations, {}, target)
     keys = ["problem_id", "sample_index"]
     metrics = step_metrics(scored.merge(rollouts[keys + ["finish_reason"]], on=keys, validate="one_to_one"))
-    metrics.update(transfer=name, source=spec["source"], source_step=spec["step"], target=spec["target"], timings=timings)
+    metrics.update(
+        transfer=name, source=spec["source"], source_step=spec["step"], target=spec["target"], timings=timings, engine=engine
+    )
     for frame in (rollouts, scored):
         frame.insert(0, "transfer", name)
     prov = provenance.build(
@@ -47,6 +50,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         suite_revision=split["suite_revision"],
         seed=target["seed"],
         checkpoint=snakemake.params.checkpoint,
+        engine=engine,
         **provenance.device_info(target["device"]),
     )
     write_parquet(rollouts, snakemake.output.rollouts, prov)

@@ -25,6 +25,7 @@ from testtime.evaluation.isolated import evaluate_in_subprocess
 from testtime.pg.policy import LoraPolicy, merge_checkpoint
 from testtime.pg.rewards import score_step, step_metrics
 from testtime.prompting import prompt_hash, task_prompts
+from testtime.sampling import engine_provenance
 from testtime.sampling.loop import sample_tasks
 
 logger = logging.getLogger(__name__)
@@ -106,12 +107,70 @@ class StepInputs:
     adapter_out: str | Path
     optimizer_out: str | Path
     start: Mapping[str, Any] | None = None
+    sampler: Any = None  # the engine that samples the rollouts (see rollout_sampler; None: backend)
 
 
 #: ``build_batch(policy, tasks, previous) -> (batch, stats)``: the update's inputs from step
 #: s-1's files under θ_{s-1} (``policy``), and statistics added to the update's record. The
 #: default (None) is :func:`update_batch`: one scalar advantage per rollout, from the records.
 BatchBuilder = Callable[[LoraPolicy, pd.DataFrame, Mapping[str, Any]], tuple[list[dict[str, Any]], dict[str, Any]]]
+
+
+def rollout_sampler(policy: LoraPolicy, backend: Any, sampler: Any, adapter_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The engine that samples θ_s, whose adapter was just saved to ``adapter_dir``, and its
+    provenance record.
+
+    ``sampler`` None: the training backend samples, its LoRA merged into fp32 weights for
+    decoding (:meth:`LoraPolicy.merge_for_sampling`), as PEFT layers otherwise. A vLLM
+    ``sampler`` (built once per job by ``testtime.sampling.rollout_engine``) hot-loads the saved
+    adapter with a ``LoRARequest``: the rollouts come from exactly the file step s+1 trains on,
+    and their recorded log-probs are the sampler's q of the ``importance_sampling`` loss.
+    """
+    if sampler is None:
+        merged = policy.merge_for_sampling()
+        return backend, engine_provenance(backend, adapter_dir, "merged" if merged else "peft")
+    sampler.set_adapter(adapter_dir)
+    return sampler, engine_provenance(sampler)
+
+
+def adapter_sampler(
+    model_path: str,
+    model: Mapping[str, Any],
+    sampling: Mapping[str, Any],
+    device: str,
+    threads: int,
+    adapter: str | Path,
+    merged: str | Path | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """An engine that samples a saved adapter (a transfer: one run's θ_s on another run's tasks),
+    and its provenance record. transformers (``sampling.backend``): the adapter merged into
+    fp32 weights for decoding, on top of ``merged`` (a trained checkpoint under the run's fresh
+    LoRA) when given. vLLM: one engine with the adapter in a ``LoRARequest``."""
+    from peft import PeftModel
+
+    from testtime.pg.policy import merge_for_sampling
+    from testtime.sampling import rollout_engine, training_backend
+    from testtime.sampling.vllm_backend import lora_rank
+
+    if sampling.get("backend", "transformers") == "vllm":
+        if merged:
+            raise NotImplementedError(
+                "sampling.backend: vllm cannot sample a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
+                "use ttt.init: checkpoint or the transformers backend"
+            )
+        import torch
+
+        torch.set_num_threads(threads)
+        engine = rollout_engine(sampling, model_path, model, device, lora_rank(adapter))
+        engine.set_adapter(adapter)
+        return engine, engine_provenance(engine)
+    backend = training_backend(model_path, model, device, threads)
+    if merged:
+        merge_checkpoint(backend, merged)
+    peft = PeftModel.from_pretrained(backend.model, str(adapter))  # LoRA injected into backend.model
+    applied = "merged" if merge_for_sampling(peft) else "peft"
+    backend.model.eval()
+    return backend, engine_provenance(backend, adapter, applied)
 
 
 def policy_step(
@@ -125,14 +184,21 @@ def policy_step(
     them, score them. ``stream`` names the sample-seed stream; ``kl_post`` re-scores the batch
     after the update; ``build_batch`` (:data:`BatchBuilder`) replaces the scalar advantages
     (SDPO's per-token ones). Returns this step's rollouts, scored evaluations and metrics
-    (reward history and the update's statistics included).
+    (reward history, the update's statistics and the sampling ``engine`` included).
     """
     backend, run, step, tasks = inputs.backend, inputs.run, inputs.step, inputs.tasks
     sampling, evaluation, previous = inputs.sampling, inputs.evaluation, inputs.previous
     adapter_out, optimizer_out, start = inputs.adapter_out, inputs.optimizer_out, inputs.start
+    sampler = inputs.sampler
     timings: dict[str, float] = {}
     started = time.monotonic()
     start = start or {}
+    if sampler is not None and start.get("merge"):
+        # vLLM serves one LoRA on the weights it loaded: the fresh LoRA cannot sit on a merged one.
+        raise NotImplementedError(
+            "sampling.backend: vllm cannot sample a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
+            "use ttt.init: checkpoint or the transformers backend"
+        )
     if start.get("merge"):
         merge_checkpoint(backend, start["merge"])
     if previous is None:
@@ -160,8 +226,9 @@ def policy_step(
     if previous is None and start.get("optimizer"):
         shutil.copyfile(start["optimizer"], optimizer_out)  # step 1 continues the checkpoint's Adam state
     timings["save_s"] = time.monotonic() - started
-    merged = policy.merge_for_sampling()
-    rollouts, evaluations, more = sample_and_evaluate(backend, tasks, sampling, evaluation, run["k"], run["seed"], stream)
+    engine, engine_record = rollout_sampler(policy, backend, sampler, adapter_out)
+    merged = engine_record["adapter_applied"] == "merged"
+    rollouts, evaluations, more = sample_and_evaluate(engine, tasks, sampling, evaluation, run["k"], run["seed"], stream)
     timings.update(more)
     scored, history = score_step(rollouts, evaluations, history, run)
     keys = ["problem_id", "sample_index"]
@@ -173,6 +240,7 @@ def policy_step(
         completion_tokens=int(rollouts["n_tokens"].sum()),
         update=update,
         lora_merged_for_sampling=merged,
+        engine=engine_record,
         timings=timings,
         reward_history=history,
     )

@@ -8,6 +8,7 @@ included, of log p(token) under the untempered, untruncated model distribution.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,3 +100,59 @@ def training_backend(model_path: str, model: dict[str, Any], device: str, thread
         chat_format=model["chat_format"],
         stop_tokens=model["stop_tokens"],
     )
+
+
+def engine_provenance(backend: Any, adapter: Any = None, applied: str | None = None) -> dict[str, Any]:
+    """Which engine, and which adapter, produced a job's records (their provenance ``engine``).
+
+    A vLLM backend reports its own (the adapter of its current ``LoRARequest``); for the
+    transformers backend the caller says which adapter its model holds and how it got there
+    (``merged`` into the weights, ``peft`` layers).
+    """
+    if hasattr(backend, "provenance"):
+        return backend.provenance()
+    return {"engine": backend.name, "adapter": str(adapter) if adapter else None, "adapter_applied": applied}
+
+
+def vllm_options(sampling: Mapping[str, Any], model: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """``VllmBackend`` options of a job: the model's dtype, chat format and stop tokens, the
+    job's device, and ``sampling.vllm`` (engine settings such as ``kv_cache_gib``)."""
+    return {
+        "dtype": model["dtype"],
+        "device": device,
+        "chat_format": model["chat_format"],
+        "stop_tokens": model["stop_tokens"],
+        **dict(sampling.get("vllm") or {}),
+    }
+
+
+def rollout_engine(
+    sampling: Mapping[str, Any],
+    model_path: str,
+    model: Mapping[str, Any],
+    device: str,
+    lora_rank: int,
+    adapters: Sequence[Any] = (),
+) -> Backend | None:
+    """The engine that samples a training job's rollouts (TTT, RLVR) or re-scores the probe's
+    samples under each step's adapter, chosen by ``sampling.backend``.
+
+    None for ``transformers``: the training model itself samples (its LoRA merged for decoding)
+    and scores. For ``vllm``: one engine per job, LoRA enabled, into which each step's adapter
+    is hot-loaded per request (``LoRARequest``); ``max_lora_rank`` is ``sampling.vllm.max_lora_rank``
+    or the largest of the run's ``lora_rank`` and the ranks of ``adapters`` (a trained checkpoint's
+    LoRA the run continues), rounded up to a rank vLLM accepts. The training model stays the
+    transformers one: vLLM only samples and scores, it never computes a gradient.
+    """
+    name = sampling.get("backend", "transformers")
+    if name == "transformers":
+        return None
+    if name != "vllm":
+        raise ValueError(f"sampling.backend: unknown backend {name!r}; choose 'transformers' or 'vllm'")
+    from testtime.sampling.vllm_backend import engine_lora_rank
+    from testtime.sampling.vllm_backend import lora_rank as rank_of
+
+    options = vllm_options(sampling, model, device)
+    rank = max([int(lora_rank), *(rank_of(a) for a in adapters if a)])
+    options["max_lora_rank"] = options.get("max_lora_rank") or engine_lora_rank(rank)
+    return make_backend("vllm", model_path, enable_lora=True, **options)

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from testtime.prompting import build_messages, extract_python_code, prompt_hash
-from testtime.sampling import SamplingParams, row_seed
+from testtime.sampling import SamplingParams, engine_provenance, make_backend, row_seed, vllm_options
 from testtime.sampling.harmony import sample_fields
 
 logger = logging.getLogger(__name__)
@@ -69,3 +69,43 @@ def sample_tasks(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def sample_job(
+    sampling: dict[str, Any],
+    model: dict[str, Any],
+    model_path: str,
+    tasks: pd.DataFrame,
+    seed: int,
+    suite: str,
+    adapter: str | None = None,
+    gpus: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The ``sample`` rule's job: one engine load, then K samples per selected task.
+
+    ``adapter`` is the trained checkpoint's LoRA (``checkpoint.use: trained``). The transformers
+    backend merges it into the weights; vLLM hot-loads it with a ``LoRARequest`` (its rank sets
+    ``max_lora_rank`` unless ``sampling.vllm.max_lora_rank`` does), so the engine loads the base
+    model once and no merged copy is written. ``gpus``: the job's GPUs, vLLM's tensor-parallel
+    ranks. Returns the samples and the engine record for their provenance.
+    """
+    if sampling["backend"] == "vllm":
+        options = vllm_options(sampling, model, sampling["device"])
+        options["tensor_parallel_size"] = max(1, gpus)
+        backend = make_backend("vllm", model_path, adapter_dir=adapter, **options)
+    else:
+        backend = make_backend(
+            sampling["backend"],
+            model_path,
+            dtype=model["dtype"],
+            device=sampling["device"],
+            chat_format=model["chat_format"],
+            stop_tokens=model["stop_tokens"],
+        )
+        if adapter:
+            from testtime.pg.policy import merge_checkpoint
+
+            merge_checkpoint(backend, adapter)
+    engine = engine_provenance(backend, adapter, "merged" if adapter else None)
+    logger.info("sampling with %s", engine)
+    return sample_tasks(backend, tasks, sampling, seed, suite), engine

@@ -169,6 +169,7 @@ class VllmBackend:
         self.stop_ids = stop_token_ids(self.tokenizer, stop_tokens, model_dir)
         self._lora_ids: dict[tuple[str, int], int] = {}
         self.lora = None
+        self.adapter_dir: str | None = None
         self.max_lora_rank = max_lora_rank if enable_lora else 0
         if adapter_dir is not None:
             self.set_adapter(adapter_dir)
@@ -186,7 +187,7 @@ class VllmBackend:
         vLLM's adapter cache.
         """
         if adapter_dir is None:
-            self.lora = None
+            self.lora, self.adapter_dir = None, None
             return
         if not self.max_lora_rank:
             raise ValueError("set_adapter: build the backend with adapter_dir or enable_lora=True")
@@ -204,6 +205,32 @@ class VllmBackend:
 
         lora_id = self._lora_ids[key]
         self.lora = LoRARequest(f"adapter-{lora_id}", lora_id, str(path))
+        self.adapter_dir = str(adapter_dir)  # as the caller named it (workflow-relative), for provenance
+
+    def _lora_for(self, adapter_dir: Any) -> Any:
+        """The LoRARequest of one call: ``adapter_dir`` ("current" = :meth:`set_adapter`'s)."""
+        if adapter_dir == "current":
+            return self.lora
+        previous = self.lora, self.adapter_dir
+        try:
+            self.set_adapter(adapter_dir)
+            return self.lora
+        finally:
+            self.lora, self.adapter_dir = previous
+
+    def provenance(self) -> dict[str, Any]:
+        """Which engine (and adapter) produced the records: written into their provenance."""
+        import vllm
+
+        return {
+            "engine": "vllm",
+            "vllm": vllm.__version__,
+            "device": self.device,
+            "dtype": str(self.engine_options["dtype"]),
+            "max_lora_rank": self.max_lora_rank,
+            "adapter": self.adapter_dir,
+            "adapter_applied": "lora_request" if self.lora is not None else None,
+        }
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return render_prompt(self.tokenizer, messages, self.chat_format)
@@ -221,11 +248,7 @@ class VllmBackend:
 
         if params.temperature <= 0:
             raise ValueError("sampling.temperature must be > 0")
-        lora = self.lora
-        if adapter_dir != "current":
-            previous = self.lora
-            self.set_adapter(adapter_dir)
-            lora, self.lora = self.lora, previous
+        lora = self._lora_for(adapter_dir)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         sp = VSamplingParams(
             n=k,
@@ -257,3 +280,54 @@ class VllmBackend:
                 )
             )
         return completions
+
+    def score(self, prompt: str, completions: list[list[int]], adapter_dir: Any = "current") -> list[list[float]]:
+        """Teacher-forced raw log-probs of given completion token ids after ``prompt``, under the
+        adapter of this call (as in :meth:`sample`): vLLM's ``prompt_logprobs`` of the request
+        prompt + completion, read at the completion's positions.
+
+        The same numbers as ``testtime.scoring.score_completions`` under the PEFT model: prompt
+        log-probs skip the sampling processors, so they are the raw log-softmax whatever
+        ``logprobs_mode`` says. vLLM turns prefix-cache reads off for these requests (a cached
+        prefix would have no log-probs), so each distinct completion costs a full prefill;
+        identical completions are scored once.
+
+        On an engine with LoRA enabled the requests go one per ``generate`` call. vLLM 0.32's
+        LoRA logits layer indexes the adapter by request, not by prompt position, so two prompt-
+        log-prob requests in one batch crash (vllm-project/vllm#16668, #29955: "einsum(): subscript
+        b has size 2 ... 126" here); with one request its index broadcasts over the positions,
+        which is exact because the adapter has no ``lm_head`` LoRA (checked: vLLM drops an
+        lm_head delta from prompt log-probs, vllm-project/vllm#51594).
+        """
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        lora = self._lora_for(adapter_dir)
+        if lora is not None:
+            check_scorable(lora.lora_path)
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        unique = sorted({tuple(int(t) for t in c) for c in completions if len(c)}, key=len)
+        # One generated token is the least vLLM decodes; it is discarded. prompt_logprobs=0: each
+        # position's own token only, no top-k over the vocabulary.
+        sp = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        requests = [TokensPrompt(prompt_token_ids=prompt_ids + list(c)) for c in unique]
+        per_call = 1 if self.max_lora_rank else max(1, len(requests))
+        outputs = []
+        for start in range(0, len(requests), per_call):
+            outputs += self.llm.generate(requests[start : start + per_call], sp, lora_request=lora, use_tqdm=False)
+        scored: dict[tuple[int, ...], list[float]] = {(): []}
+        for comp, out in zip(unique, outputs):
+            positions = out.prompt_logprobs[len(prompt_ids) :]  # entry i: log p(token i | tokens < i)
+            scored[comp] = [float(step[tok].logprob) for step, tok in zip(positions, comp)]
+        return [list(scored[tuple(int(t) for t in c)]) for c in completions]
+
+
+def check_scorable(adapter_dir: str | os.PathLike) -> None:
+    """Refuse an adapter whose ``lm_head``/embedding weights vLLM would leave out of prompt
+    log-probs (vllm-project/vllm#51594): the scores would look plausible and be wrong."""
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    extra = [m for m in targets + list(config.get("modules_to_save") or []) if m in ("lm_head", "embed_tokens")]
+    if extra:
+        raise ValueError(f"{adapter_dir}: vLLM's prompt log-probs omit a LoRA on {extra}; score it with the transformers backend")
