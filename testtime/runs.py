@@ -34,8 +34,8 @@ RUN_KEYS: tuple[str, ...] = (
     "init",
     "init_optimizer",
 )
-#: Settings shared by every step of every run (device and numerics).
-SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
+#: Settings shared by every step of every run (device, placement over the job's GPUs, numerics).
+SHARED_KEYS: tuple[str, ...] = ("device", "autocast", "shard", "gradient_checkpointing")
 
 
 def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:

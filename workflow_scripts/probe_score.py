@@ -14,7 +14,7 @@ from testtime.sampling import training_backend
 
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     probe, model, run = snakemake.params.probe, snakemake.params.model, snakemake.params.run
-    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads, run["shard"])
     if hasattr(snakemake.input, "checkpoint_adapter"):  # the run's fresh LoRA sits on a trained checkpoint
         merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
     samples = read_parquet(snakemake.input.samples)
@@ -44,6 +44,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         checkpoint=snakemake.params.checkpoint,
         checkpoints_provenance=checkpoints,
         **provenance.device_info(run["device"]),
+        placement=backend.placement,
     )
     write_parquet(scores, snakemake.output[0], prov)
     log.info("%d scores over %d steps", len(scores), len(adapters))

@@ -25,7 +25,7 @@ def previous_step(inputs) -> dict | None:  # noqa: ANN001
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
-    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads, run["shard"])
     tasks = read_parquet(snakemake.input.tasks)
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output
@@ -53,6 +53,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         seed=run["seed"],
         autocast=run["autocast"],
         **provenance.device_info(run["device"]),
+        placement=backend.placement,
     )
     write_parquet(rollouts, out.rollouts, prov)
     write_parquet(evaluations, out.evaluations, prov)

@@ -35,7 +35,7 @@ def start_of(checkpoint: dict, inputs) -> dict:  # noqa: ANN001
 def main(snakemake, log, lease) -> None:  # noqa: ANN001
     run, model = snakemake.params.run, snakemake.params.model
     name, step = snakemake.wildcards.run, int(snakemake.wildcards.step)
-    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads)
+    backend = training_backend(snakemake.params.model_path, model, run["device"], snakemake.threads, run["shard"])
     tasks = run_tasks(read_parquet(snakemake.input.tasks), run, f"ttt.runs.{name}")
     split = json.loads(Path(snakemake.input.split).read_text())
     out = snakemake.output
@@ -71,6 +71,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         checkpoint=snakemake.params.checkpoint,
         autocast=run["autocast"],
         **provenance.device_info(run["device"]),
+        placement=backend.placement,
     )
     write_parquet(rollouts, out.rollouts, prov)
     write_parquet(evaluations, out.evaluations, prov)

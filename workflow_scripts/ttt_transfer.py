@@ -17,7 +17,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
 
     spec, target, model = snakemake.params.spec, snakemake.params.target, snakemake.params.model
     name = snakemake.wildcards.name
-    backend = training_backend(snakemake.params.model_path, model, target["device"], snakemake.threads)
+    backend = training_backend(snakemake.params.model_path, model, target["device"], snakemake.threads, target["shard"])
     if hasattr(snakemake.input, "checkpoint_adapter"):  # the source run's fresh LoRA sits on a trained checkpoint
         merge_checkpoint(backend, snakemake.input.checkpoint_adapter)
     peft = PeftModel.from_pretrained(backend.model, snakemake.input.adapter)  # LoRA injected into backend.model
@@ -48,6 +48,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         seed=target["seed"],
         checkpoint=snakemake.params.checkpoint,
         **provenance.device_info(target["device"]),
+        placement=backend.placement,
     )
     write_parquet(rollouts, snakemake.output.rollouts, prov)
     write_parquet(scored, snakemake.output.evaluations, prov)
