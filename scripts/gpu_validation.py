@@ -318,7 +318,7 @@ def section_sharded(tokenizer: str | None) -> None:
     cases = [
         ("llama", {}),
         ("gpt_oss", {}),
-        ("gpt_oss", {"checkpointing": True}),  # the split run also with gradient checkpointing
+        ("gpt_oss", {"checkpointing": True}),  # both runs with gradient checkpointing
         ("gpt_oss", {"dtype": "bfloat16", "autocast": "bf16"}),
     ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -340,6 +340,8 @@ def section_sharded(tokenizer: str | None) -> None:
             print(f"    single-GPU RLVR step 1: loss {first['loss']:.4f}, grad_norm {first['grad_norm']:.4f}", flush=True)
             diffs = result["max_diff"]
             verdict = "within" if max(diffs.values()) <= SHARDED_TOLERANCE else "OVER"
+            if not split["placement"]["sharded"]:
+                verdict = "NOT SPLIT, " + verdict
             print(
                 "    max |split - single|: "
                 + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items())

@@ -1,8 +1,8 @@
 """Where the training-side model lives (one device or split over the job's GPUs), gradient
 checkpointing, and which of its weights the LoRA adapts.
 
-Sharding (``shard: auto``): the model is loaded with transformers' ``device_map="balanced"`` and a
-``max_memory`` cap per visible GPU, i.e. naive pipeline (model) parallelism through accelerate's
+Sharding (``shard: auto``): the model is loaded with transformers' ``device_map`` and a
+``max_memory`` budget per visible GPU that splits it evenly (:func:`even_split`), i.e. naive pipeline (model) parallelism through accelerate's
 dispatch hooks: each GPU holds a contiguous block of decoder layers, and activations hop from one
 GPU to the next in the forward and back in the backward. One process, no launcher, no extra
 dependency, and bit-for-bit the single-device computation (each layer runs the same kernels on
@@ -59,7 +59,7 @@ def shard_plan(device: str, shard: str = "auto", n_gpus: int | None = None) -> d
 
 def load_causal_lm(model_dir: str, dtype: str = "float32", device: str = "cpu", shard: str = "single") -> Any:
     """``AutoModelForCausalLM`` from ``model_dir`` in ``dtype``, on ``device`` or, per
-    :func:`shard_plan`, split over every visible GPU (``device_map="balanced"``)."""
+    :func:`shard_plan`, split over every visible GPU (``device_map`` with :func:`even_split` budgets)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -67,11 +67,33 @@ def load_causal_lm(model_dir: str, dtype: str = "float32", device: str = "cpu", 
     torch_dtype = getattr(torch, dtype)
     if not plan["sharded"]:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(torch.device(device))
-    # balanced, not auto: auto fills GPU 0 first and leaves the last GPU nearly idle, and the
-    # activations and the logits (vocabulary-wide, the largest tensor of the update) need room
-    # on every card. The cap is on free memory, so a card another process uses is not overfilled.
-    max_memory = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_MEMORY_FRACTION) for i in range(plan["n_gpus"])}
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, device_map="balanced", max_memory=max_memory)
+    max_memory = even_split(model_dir, torch_dtype, plan["n_gpus"])
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, device_map="auto", max_memory=max_memory)
+
+
+def even_split(model_dir: str, torch_dtype: Any, n_gpus: int) -> dict[int, int]:
+    """Per-GPU weight budgets that split the model about evenly: its size over the GPUs plus its
+    largest unsplittable block (a decoder layer, the embedding or the LM head), capped at
+    :data:`WEIGHT_MEMORY_FRACTION` of each card's free memory.
+
+    Not transformers' ``device_map="auto"`` alone, which fills GPU 0 first, nor ``balanced``,
+    whose reserve for the largest layer can push a model with a large vocabulary whole onto
+    the last GPU (seen on two H200s): activations and the vocabulary-wide logits need room on
+    every card, and an even split leaves it. The size is read from an empty (meta) model.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from accelerate.utils import compute_module_sizes
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=torch_dtype)
+    sizes = compute_module_sizes(empty, dtype=torch_dtype)
+    no_split = set(getattr(empty, "_no_split_modules", None) or [])
+    blocks = [n for n, m in empty.named_modules() if type(m).__name__ in no_split or not list(m.children())]
+    share = sizes[""] // n_gpus + max(sizes[n] for n in blocks)
+    free = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_MEMORY_FRACTION) for i in range(n_gpus)}
+    return {i: min(free[i], share) for i in range(n_gpus)}
 
 
 def input_device(model: Any) -> Any:

@@ -47,14 +47,15 @@ def _rollouts(backend: Any, k: int, max_new_tokens: int) -> tuple[list[dict[str,
         drawn = backend.sample(prompt, k, 1000 * pid, SamplingParams(temperature=1.0, max_new_tokens=max_new_tokens))
         # rewards from a fixed pattern: real rollouts of a random model all fail, so their
         # advantages would be 0 and the update a no-op
-        reward = np.linspace(-1.0, 1.0, k) * (1 if pid % 2 else -1)
+        # (not centred: rollouts of one length with centred advantages give a loss of exactly 0)
+        reward = np.linspace(-0.5, 1.0, k) * (1 if pid % 2 else -1)
         batch.append(
             {
                 "problem_id": pid,
                 "prompt_ids": backend.tokenizer(prompt, add_special_tokens=False).input_ids,
                 "completions": [c.token_ids for c in drawn],
                 "sampler_logprobs": [c.token_logprobs for c in drawn],
-                "advantages": (reward - reward.mean()).tolist(),
+                "advantages": reward.tolist(),
             }
         )
         rows += [
@@ -106,12 +107,11 @@ def run_placement(
 
 def compare(model_dir: str | Path, k: int = 4, max_new_tokens: int = 24, **kwargs: Any) -> dict[str, Any]:
     """The single-GPU and the split run of :func:`run_placement` (``kwargs``: dtype, autocast,
-    device, checkpointing of the split run; on CPU or one GPU "split" is a second whole copy), and their largest differences."""
+    device, checkpointing, the same for both; on CPU or one GPU "split" is a second whole copy), and their largest differences."""
     import numpy as np
 
     from testtime.sampling.hf import TransformersBackend
 
-    single_kwargs = {key: v for key, v in kwargs.items() if key != "checkpointing"}
     device = kwargs.get("device", "cuda")
     drawer = TransformersBackend(str(model_dir), dtype=kwargs.get("dtype", "float32"), device=device, shard="single")
     batch, samples = _rollouts(drawer, k, max_new_tokens)
@@ -119,7 +119,7 @@ def compare(model_dir: str | Path, k: int = 4, max_new_tokens: int = 24, **kwarg
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "single").mkdir()
         (Path(tmp) / "split").mkdir()
-        single = run_placement(model_dir, "single", batch, samples, Path(tmp) / "single", **single_kwargs)
+        single = run_placement(model_dir, "single", batch, samples, Path(tmp) / "single", **kwargs)
         split = run_placement(model_dir, "auto", batch, samples, Path(tmp) / "split", **kwargs)
     rows = {
         "rlvr_loss": max(abs(a["loss"] - b["loss"]) for a, b in zip(single["rlvr"], split["rlvr"])),
