@@ -68,7 +68,13 @@ def load_causal_lm(model_dir: str, dtype: str = "float32", device: str = "cpu", 
     if not plan["sharded"]:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(torch.device(device))
     max_memory = even_split(model_dir, torch_dtype, plan["n_gpus"])
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, device_map="auto", max_memory=max_memory)
+    # "sequential": fill GPU 0 up to its budget, then GPU 1, ... exactly as budgeted; transformers'
+    # "auto" and "balanced" both recompute the budgets (get_balanced_memory), see even_split
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, device_map="sequential", max_memory=max_memory)
+    off = {name: where for name, where in model.hf_device_map.items() if not isinstance(where, int)}
+    if off:  # accelerate offloads what does not fit to CPU or disk, which would train at a crawl
+        raise RuntimeError(f"shard auto: {sorted(off.items())[:5]} did not fit on the {plan['n_gpus']} GPUs")
+    return model
 
 
 def even_split(model_dir: str, torch_dtype: Any, n_gpus: int) -> dict[int, int]:
@@ -76,10 +82,11 @@ def even_split(model_dir: str, torch_dtype: Any, n_gpus: int) -> dict[int, int]:
     largest unsplittable block (a decoder layer, the embedding or the LM head), capped at
     :data:`WEIGHT_MEMORY_FRACTION` of each card's free memory.
 
-    Not transformers' ``device_map="auto"`` alone, which fills GPU 0 first, nor ``balanced``,
-    whose reserve for the largest layer can push a model with a large vocabulary whole onto
-    the last GPU (seen on two H200s): activations and the vocabulary-wide logits need room on
-    every card, and an even split leaves it. The size is read from an empty (meta) model.
+    Not transformers' ``device_map="auto"``/``"balanced"`` (the same in transformers 5: both
+    recompute the budgets with ``get_balanced_memory``), whose reserve for the largest layer
+    put a random Llama with a 49k vocabulary whole on the last of two H200s, and with these
+    budgets offloaded part of it to disk: activations and the vocabulary-wide logits need room
+    on every card, and an even split leaves it. The size is read from an empty (meta) model.
     """
     import torch
     from accelerate import init_empty_weights
@@ -93,7 +100,8 @@ def even_split(model_dir: str, torch_dtype: Any, n_gpus: int) -> dict[int, int]:
     blocks = [n for n, m in empty.named_modules() if type(m).__name__ in no_split or not list(m.children())]
     share = sizes[""] // n_gpus + max(sizes[n] for n in blocks)
     free = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_MEMORY_FRACTION) for i in range(n_gpus)}
-    return {i: min(free[i], share) for i in range(n_gpus)}
+    # the last GPU takes whatever the others' budgets leave, up to its cap, so nothing is offloaded
+    return {i: free[i] if i == n_gpus - 1 else min(free[i], share) for i in range(n_gpus)}
 
 
 def input_device(model: Any) -> Any:
