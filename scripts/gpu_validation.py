@@ -15,6 +15,12 @@ Sections:
 - throughput: seconds per candidate at KernelBench's fast trial counts (1 correctness, 5 timing
               trials) on the tasks whose KernelBench times the evaluator spec measured (§2.8).
 - bundled:    the bundled CPU-sized suite on CUDA.
+- sharded:    the training side split over two GPUs (testtime.pg.placement) against one GPU:
+              two RLVR-style LoRA updates, one TTT-style update and the NLL probe's re-scoring,
+              on random Llama and gpt-oss models (LoRA on the experts), fp32 and bf16; max
+              differences of losses, gradient norms, adapter weights and log-probs
+              (testtime.pg.shardcheck). Needs 2 visible GPUs; ``--tokenizer`` is the vocabulary
+              (default results/gpu/tiny-smollm2, else a character-level one).
 
 Skips with exit code 0 when CUDA is absent. The level-1 data is read from ``--l1`` (the
 published parquet layout; default ``../shared/data/kernelbench/level1-v01-2025-07.parquet``).
@@ -283,12 +289,75 @@ def section_bundled(repeats: int) -> None:
     print(f"  correct {n_ok}/{n}; speedup {quantiles(speedups)}", flush=True)
 
 
+SHARDED_MODELS = {
+    # larger than the CPU tests' (a few layers per GPU, a vocabulary-wide logits tensor), still random
+    "llama": {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 8},
+    "gpt_oss": {
+        "hidden_size": 256,
+        "intermediate_size": 256,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+    },
+}
+SHARDED_TOLERANCE = 1e-4
+
+
+def section_sharded(tokenizer: str | None) -> None:
+    import tempfile
+
+    from testtime.models import random_model
+    from testtime.pg.shardcheck import compare
+
+    n = torch.cuda.device_count()
+    print(f"\n== training side split over GPUs vs one GPU ({n} visible)", flush=True)
+    if n < 2:
+        print("  needs 2 GPUs: skipped", flush=True)
+        return
+    cases = [
+        ("llama", {}),
+        ("gpt_oss", {}),
+        ("gpt_oss", {"checkpointing": True}),  # both runs with gradient checkpointing
+        ("gpt_oss", {"dtype": "bfloat16", "autocast": "bf16"}),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, kwargs in cases:
+            model_dir = Path(tmp) / arch
+            if not model_dir.exists():
+                manifest = random_model(arch, tokenizer, model_dir, seed=0, **SHARDED_MODELS[arch])
+                print(f"  {arch}: random, seed 0, {manifest['n_parameters'] / 1e6:.1f}M parameters", flush=True)
+            result = compare(model_dir, k=4, max_new_tokens=32, **kwargs)
+            split, single = result["split"], result["single"]
+            label = f"{arch} {kwargs.get('dtype', 'float32')}" + (" +checkpointing" if kwargs.get("checkpointing") else "")
+            print(
+                f"  {label}: split {split['placement']['parameters_per_device']} in {split['seconds']:.1f} s, "
+                f"single in {single['seconds']:.1f} s; LoRA {split['targets']['target_modules']} + "
+                f"{split['targets']['target_parameters']} ({split['targets']['expert_tensors']} expert tensors)",
+                flush=True,
+            )
+            first = single["rlvr"][0]
+            print(f"    single-GPU RLVR step 1: loss {first['loss']:.4f}, grad_norm {first['grad_norm']:.4f}", flush=True)
+            diffs = result["max_diff"]
+            verdict = "within" if max(diffs.values()) <= SHARDED_TOLERANCE else "OVER"
+            if not split["placement"]["sharded"]:
+                verdict = "NOT SPLIT, " + verdict
+            print(
+                "    max |split - single|: "
+                + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items())
+                + f" ({verdict} {SHARDED_TOLERANCE:g})",
+                flush=True,
+            )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--l1", default=os.environ.get("TESTTIME_L1_PARQUET", str(DEFAULT_L1)))
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--sections", default="landlock,l1,attacks,inline,throughput")
     ap.add_argument("--ids", type=int, nargs="*", help="restrict the l1 section to these problem ids")
+    default_tokenizer = Path(__file__).resolve().parents[1] / "results" / "gpu" / "tiny-smollm2"
+    ap.add_argument("--tokenizer", default=str(default_tokenizer) if default_tokenizer.is_dir() else None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("CUDA not available: nothing to validate")
@@ -309,6 +378,8 @@ def main() -> int:
         section_throughput(tasks)
     if "bundled" in sections:
         section_bundled(args.repeats)
+    if "sharded" in sections:  # last: it initialises CUDA in this process, which forking sections must not
+        section_sharded(args.tokenizer)
     print(
         f"\ntotal {time.monotonic() - started:.0f} s; device {torch.cuda.get_device_name(0)}"
     )  # only now: CUDA here would break forking

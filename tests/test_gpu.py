@@ -154,3 +154,17 @@ def test_identical_code_times_at_one(tasks):
     for r in results:
         assert r.correct and r.timing_method == "parent_clock", (r.error_kind, r.error_message)
         assert 0.9 < r.speedup < 1.1, r.speedup
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_training_split_over_two_gpus_matches_one(tmp_path):
+    # The LoRA updates and the probe on a model split over both GPUs (testtime.pg.placement)
+    # against the same on one GPU; the larger run is scripts/gpu_validation.py --sections sharded.
+    from testtime.models import random_model
+    from testtime.pg.shardcheck import compare
+
+    random_model("gpt_oss", None, tmp_path / "model", seed=0, hidden_size=128, num_hidden_layers=4)
+    result = compare(tmp_path / "model", k=4, max_new_tokens=16)
+    assert len(result["split"]["placement"]["devices"]) == 2
+    assert result["split"]["targets"]["expert_tensors"] > 0
+    assert max(result["max_diff"].values()) < 1e-4, result["max_diff"]

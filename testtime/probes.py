@@ -109,7 +109,7 @@ def probe_engine(
 
         torch.set_num_threads(threads)
         return rollout_engine(run, model_path, model, run["device"], 0, list(adapters.values()))
-    backend = training_backend(model_path, model, run["device"], threads)
+    backend = training_backend(model_path, model, run["device"], threads, run["shard"])
     if merged:
         from testtime.pg.policy import merge_checkpoint
 

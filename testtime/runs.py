@@ -33,8 +33,8 @@ PG_KEYS: tuple[str, ...] = (
 )
 #: Keys a TTT run may set; the rest of its settings come from the ``ttt`` section's defaults.
 RUN_KEYS: tuple[str, ...] = (*PG_KEYS, "tasks", "advantage", "init", "init_optimizer")
-#: Settings shared by every step of every run (device and numerics).
-SHARED_KEYS: tuple[str, ...] = ("device", "autocast")
+#: Settings shared by every step of every run (device, placement over the job's GPUs, numerics).
+SHARED_KEYS: tuple[str, ...] = ("device", "autocast", "shard", "gradient_checkpointing")
 
 
 def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:

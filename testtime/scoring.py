@@ -49,7 +49,7 @@ def completion_logprobs(
     """
     if not completions or any(len(c) == 0 for c in completions):
         raise ValueError("completion_logprobs: every completion needs at least one token")
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # the first GPU of a sharded model
     k = len(completions)
     width = max(len(c) for c in completions)
     ids = torch.full((k, width), pad_id, dtype=torch.long, device=device)
@@ -71,7 +71,42 @@ def completion_logprobs(
             rest = model(input_ids=ids[:, :-1], position_ids=positions, use_cache=True, **{cache_argument(model): cache})
             parts.append(rest.logits.float())
     logits = torch.cat(parts, dim=1)
-    lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, :, None]).squeeze(-1)
+    # On a model split over GPUs (testtime.pg.placement) the logits come out on the last GPU:
+    # the vocabulary-wide tensor stays there and only the per-token log-probs come back.
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, ids.to(logits.device)[:, :, None]).squeeze(-1).to(device)
+    return lp.masked_fill(~mask, 0.0), mask
+
+
+def sequence_logprobs(
+    model: Any,
+    prompt_ids: Sequence[int],
+    completions: Sequence[Sequence[int]],
+    pad_id: int,
+    autocast: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`completion_logprobs` without the shared prompt cache: every row runs prompt and
+    completion as one sequence. The same numbers (up to float summation order) for K times the
+    prompt's compute; what the update uses under gradient checkpointing, which replays each
+    layer in the backward and so cannot keep a cache that the layer writes
+    (testtime.pg.placement.enable_checkpointing).
+    """
+    if not completions or any(len(c) == 0 for c in completions):
+        raise ValueError("sequence_logprobs: every completion needs at least one token")
+    device = model.get_input_embeddings().weight.device
+    k, n_prompt = len(completions), len(prompt_ids)
+    width = max(len(c) for c in completions)
+    ids = torch.full((k, n_prompt + width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((k, width), dtype=torch.bool, device=device)
+    ids[:, :n_prompt] = torch.tensor(list(prompt_ids), dtype=torch.long)
+    for row, comp in enumerate(completions):
+        ids[row, n_prompt : n_prompt + len(comp)] = torch.tensor(list(comp), dtype=torch.long)
+        mask[row, : len(comp)] = True
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast == "bf16" else nullcontext()
+    with amp:
+        # right padding under causal attention: no real token attends to padding, as above
+        logits = model(input_ids=ids[:, :-1], use_cache=False, logits_to_keep=width).logits.float()
+    target = ids[:, n_prompt:].to(logits.device)
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, target[:, :, None]).squeeze(-1).to(device)
     return lp.masked_fill(~mask, 0.0), mask
 
 

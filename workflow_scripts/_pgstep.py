@@ -65,7 +65,7 @@ def run_policy_step(
     suite revision, seed, autocast and device. Returns the step's metrics."""
     params, out = snakemake.params, snakemake.output
     run, model, step = params.run, params.model, int(snakemake.wildcards.step)
-    backend = training_backend(params.model_path, model, run["device"], snakemake.threads)
+    backend = training_backend(params.model_path, model, run["device"], snakemake.threads, run["shard"])
     # None (transformers: the training model samples) or one vLLM engine for the job, into which
     # each step's adapter is hot-loaded; a continued checkpoint's LoRA may have a larger rank
     continued = [getattr(snakemake.input, "checkpoint_adapter", None)]
@@ -100,6 +100,7 @@ def run_policy_step(
         engine=metrics.get("engine"),
         **(facts or {}),
         **provenance.device_info(run["device"]),
+        placement=backend.placement,
     )
     write_parquet(rollouts, out.rollouts, prov)
     write_parquet(evaluations, out.evaluations, prov)

@@ -42,6 +42,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         checkpoints_provenance=checkpoints,
         engine=engine_record(backend, adapters, merged),
         **provenance.device_info(run["device"]),
+        placement=getattr(backend, "placement", None),  # a vLLM engine places itself
     )
     write_parquet(scores, snakemake.output[0], prov)
     log.info("%d scores over %d steps", len(scores), len(adapters))

@@ -23,6 +23,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         snakemake.threads,
         snakemake.input.adapter,
         merged,
+        target["shard"],
     )
     tasks = run_tasks(read_parquet(snakemake.input.tasks), target, f"ttt.runs.{spec['target']}")
     split = json.loads(Path(snakemake.input.split).read_text())
@@ -52,6 +53,7 @@ def main(snakemake, log, lease) -> None:  # noqa: ANN001
         checkpoint=snakemake.params.checkpoint,
         engine=engine,
         **provenance.device_info(target["device"]),
+        placement=getattr(backend, "placement", None),  # a vLLM engine places itself
     )
     write_parquet(rollouts, snakemake.output.rollouts, prov)
     write_parquet(scored, snakemake.output.evaluations, prov)

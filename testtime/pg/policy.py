@@ -16,6 +16,7 @@ RLVR's guardrails (§8) read them.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -59,6 +60,8 @@ class LoraPolicy:
         import torch
         from peft import LoraConfig, PeftModel, get_peft_model
 
+        from testtime.pg.placement import adapter_targets, enable_checkpointing, lora_targets
+
         self.backend = backend
         self.run = dict(run)
         if adapter_dir is None:
@@ -68,7 +71,8 @@ class LoraPolicy:
                 r=run["lora_rank"],
                 lora_alpha=run["lora_alpha"],
                 lora_dropout=run["lora_dropout"],
-                target_modules=run["lora_targets"],
+                # gpt-oss: attention modules plus the experts' fused parameters (testtime.pg.placement)
+                **lora_targets(backend.model, run["lora_targets"]),
                 task_type="CAUSAL_LM",
             )
             self.peft = get_peft_model(backend.model, lora)
@@ -76,6 +80,12 @@ class LoraPolicy:
             self.peft = PeftModel.from_pretrained(backend.model, str(adapter_dir), is_trainable=True)
         self.model = self.peft.get_base_model()  # the same modules, LoRA inside; backend.model is it
         self.model.eval()  # no dropout anywhere (lora_dropout is applied by PEFT in train mode only)
+        # On a sharded model PEFT puts each LoRA layer on its base layer's GPU, so the
+        # adapter (and Adam's state, created lazily beside each parameter) is sharded with it.
+        self.checkpointing = bool(run.get("gradient_checkpointing", False))
+        if self.checkpointing:
+            enable_checkpointing(self.model)
+        self.targets = adapter_targets(self.peft)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         # Step 0 never updates, and its settings carry no optimizer keys (UPDATE_KEYS), so a
         # learning-rate change keeps it; its saved Adam state is empty (a fresh Adam at step 1).
@@ -117,7 +127,10 @@ class LoraPolicy:
         """
         import torch
 
-        from testtime.scoring import completion_logprobs, merge_duplicates
+        from testtime.scoring import completion_logprobs, merge_duplicates, sequence_logprobs
+
+        # the shared-prompt KV cache cannot survive a layer replay (placement.enable_checkpointing)
+        logprobs = sequence_logprobs if self.checkpointing else completion_logprobs
 
         if self.optimizer is None:
             raise ValueError("this policy was built without optimizer settings (step 0 never updates)")
@@ -142,7 +155,7 @@ class LoraPolicy:
             n_unique += len(comps)
             for start in range(0, len(comps), chunk):
                 rows = comps[start : start + chunk]
-                lp, mask = completion_logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
+                lp, mask = logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
                 q = torch.zeros_like(lp)
                 for r, lps in enumerate(qs[start : start + chunk]):
                     q[r, : len(lps)] = torch.tensor(lps, dtype=q.dtype)
@@ -157,6 +170,7 @@ class LoraPolicy:
                 max_log_ratio = max(max_log_ratio, float(diff.abs().max()))
                 if kl_post:
                     before.append((group["prompt_ids"], rows, lp.detach(), mask))
+        # one float per tensor: the LoRA's tensors live on several GPUs when the model is sharded
         grad_norm = math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in self.params if p.grad is not None))
         self.optimizer.step()
         stats.update(
@@ -186,6 +200,8 @@ class LoraPolicy:
         tmp = Path(tempfile.mkdtemp(dir=adapter_dir.parent, prefix=adapter_dir.name + "."))
         try:
             self.peft.save_pretrained(str(tmp))
+            # which weights the LoRA adapts (gpt-oss: experts included or not), beside PEFT's config
+            (tmp / "testtime_lora.json").write_text(json.dumps(self.targets, indent=2, sort_keys=True))
             if adapter_dir.exists():
                 shutil.rmtree(adapter_dir)
             os.replace(tmp, adapter_dir)

@@ -141,11 +141,13 @@ def adapter_sampler(
     threads: int,
     adapter: str | Path,
     merged: str | Path | None = None,
+    shard: str = "single",
 ) -> tuple[Any, dict[str, Any]]:
     """An engine that samples a saved adapter (a transfer: one run's θ_s on another run's tasks),
     and its provenance record. transformers (``sampling.backend``): the adapter merged into
     fp32 weights for decoding, on top of ``merged`` (a trained checkpoint under the run's fresh
-    LoRA) when given. vLLM: one engine with the adapter in a ``LoRARequest``."""
+    LoRA) when given, placed by ``shard`` (testtime.pg.placement). vLLM: one engine with the
+    adapter in a ``LoRARequest``."""
     from peft import PeftModel
 
     from testtime.pg.policy import merge_for_sampling
@@ -164,7 +166,7 @@ def adapter_sampler(
         engine = rollout_engine(sampling, model_path, model, device, lora_rank(adapter))
         engine.set_adapter(adapter)
         return engine, engine_provenance(engine)
-    backend = training_backend(model_path, model, device, threads)
+    backend = training_backend(model_path, model, device, threads, shard)
     if merged:
         merge_checkpoint(backend, merged)
     peft = PeftModel.from_pretrained(backend.model, str(adapter))  # LoRA injected into backend.model

@@ -86,9 +86,10 @@ def make_backend(name: str, model_dir: str, **options) -> Backend:
     raise ValueError(f"sampling.backend: unknown backend {name!r}; choose 'transformers' or 'vllm'")
 
 
-def training_backend(model_path: str, model: dict[str, Any], device: str, threads: int) -> Backend:
+def training_backend(model_path: str, model: dict[str, Any], device: str, threads: int, shard: str = "single") -> Backend:
     """The transformers backend the training-side jobs (TTT steps, transfers, the probe) load:
-    the model's dtype, chat format and stop tokens, on ``device``, with ``threads`` CPU threads."""
+    the model's dtype, chat format and stop tokens, on ``device``, with ``threads`` CPU threads;
+    ``shard: auto`` splits it over the job's GPUs (testtime.pg.placement)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -99,6 +100,7 @@ def training_backend(model_path: str, model: dict[str, Any], device: str, thread
         device=device,
         chat_format=model["chat_format"],
         stop_tokens=model["stop_tokens"],
+        shard=shard,
     )
 
 

@@ -33,17 +33,23 @@ class TransformersBackend:
         chat_format: str = "template",
         stop_tokens: list[str] | None = None,
         adapter_dir: str | None = None,
+        shard: str = "single",
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        self.device = torch.device(device)
+        from testtime.pg.placement import describe, input_device, load_causal_lm, shard_plan
+
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        # shard "auto": split over the job's GPUs (testtime.pg.placement); inputs then go to the
+        # first one and accelerate's hooks carry activations across
+        model = load_causal_lm(model_dir, dtype, device, shard)
         if adapter_dir:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter_dir)
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
+        self.device = input_device(self.model)
+        self.placement = describe(self.model, shard_plan(device, shard))
         # transformers 5.2x renamed past_key_values to cache; older releases only know the former.
         self._cache_arg = cache_argument(self.model)
         self.chat_format = chat_format
@@ -64,7 +70,8 @@ class TransformersBackend:
         out = self.model(input_ids=prompt_ids, use_cache=True)
         cache = cache_of(out)
         cache.batch_repeat_interleave(k)
-        logits = out.logits[:, -1, :].float().expand(k, -1)
+        # .to(self.device): a sharded model's logits come out on its last GPU, the generators live on the first
+        logits = out.logits[:, -1, :].float().to(self.device).expand(k, -1)
 
         tokens: list[list[int]] = [[] for _ in range(k)]
         logprobs: list[list[float]] = [[] for _ in range(k)]
@@ -94,7 +101,7 @@ class TransformersBackend:
             step_args = {self._cache_arg: cache}
             out = self.model(input_ids=chosen[:, None], position_ids=position, use_cache=True, **step_args)
             cache = cache_of(out)
-            logits = out.logits[:, -1, :].float()
+            logits = out.logits[:, -1, :].float().to(self.device)
 
         results = []
         for i in range(k):
@@ -128,6 +135,6 @@ class TransformersBackend:
                 ids[b, : len(row)] = torch.tensor(row)
                 mask[b, : len(row)] = 1
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, len(prompt_ids) - 1 : -1].float()
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, len(prompt_ids) :, None]).squeeze(-1)
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, len(prompt_ids) :, None].to(logits.device)).squeeze(-1)
             results.extend(lp[b, : len(comp)].tolist() for b, comp in enumerate(batch))
         return results
