@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,14 @@ def make_lora_policy(ttt_backend):
         return LoraPolicy(clone, {**LORA_RUN, **(overrides or {})}, **kw)
 
     return make
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Per-rule counts from the 'Job stats' table of a Snakemake run or dry run ({} when nothing is to be done)."""
+    if "Job stats" not in stdout:
+        return {}
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:

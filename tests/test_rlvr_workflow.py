@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, kill_and_resume, run_snakemake
+from conftest import copy_repo, job_counts, kill_and_resume, run_snakemake
 from testtime.records import read_parquet, read_provenance
 
 pytestmark = pytest.mark.slow
@@ -26,13 +26,6 @@ def step_files(workdir: Path, step: int) -> list[Path]:
     d = workdir / STEP_DIR.format(step)
     names = ("metrics.json", "rollouts.parquet", "evaluations.parquet", "optimizer.pt", "adapter/adapter_model.safetensors")
     return [d / n for n in names]
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    if "Job stats" not in stdout:
-        return {}
-    table = stdout.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 @pytest.fixture(scope="module")

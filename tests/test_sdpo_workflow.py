@@ -4,13 +4,12 @@ the step records, rerun scoping, and Figure 4's DAG never reaching it."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, run_snakemake
+from conftest import copy_repo, job_counts, run_snakemake
 from testtime.records import read_parquet, read_provenance
 
 pytestmark = pytest.mark.slow
@@ -18,13 +17,6 @@ TINY = ["--configfile", "config/test/config.yaml"]
 TABLE = "results/tables/smollm2-135m/bundled/sdpo/table9.csv"
 STEP_DIR = "results/sdpo/smollm2-135m/bundled/{}/seed42/step{}"
 VARIANTS = ("feedback", "prompt_only")
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    if "Job stats" not in stdout:
-        return {}
-    table = stdout.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, kill_and_resume, run_snakemake
+from conftest import copy_repo, job_counts, kill_and_resume, run_snakemake
 from testtime.records import read_provenance
 from testtime.selection import strategy_names
 
 pytestmark = pytest.mark.slow
 TINY = ["--configfile", "config/test/config.yaml"]
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """Per-rule counts from the 'Job stats' table of a dry run ({} when nothing is to be done)."""
-    if "Job stats" not in stdout:
-        return {}
-    table = stdout.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 @pytest.fixture(scope="module")

@@ -96,19 +96,10 @@ def probe_engine(
     is ``vllm``, LoRA enabled for the largest rank among the steps' ``adapters``; else the
     transformers backend, with ``merged`` (a trained checkpoint under the run's fresh LoRA)
     folded into its weights."""
-    from testtime.sampling import rollout_engine, training_backend
+    from testtime.sampling import training_backend, vllm_adapter_engine
 
     if run.get("backend", "transformers") == "vllm":
-        if merged:
-            # vLLM serves one LoRA on the weights it loaded: the steps' LoRA cannot sit on a merged one.
-            raise NotImplementedError(
-                "sampling.backend: vllm cannot re-score a TTT run whose fresh LoRA sits on a trained checkpoint "
-                "(ttt.init: fresh); use ttt.init: checkpoint or the transformers backend"
-            )
-        import torch
-
-        torch.set_num_threads(threads)
-        return rollout_engine(run, model_path, model, run["device"], 0, list(adapters.values()))
+        return vllm_adapter_engine(run, model_path, model, run["device"], threads, 0, list(adapters.values()), merged)
     backend = training_backend(model_path, model, run["device"], threads, run["shard"])
     if merged:
         from testtime.pg.policy import merge_checkpoint

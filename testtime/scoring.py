@@ -32,6 +32,17 @@ def cache_of(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
+def _right_padded(completions: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``completions`` as one right-padded id matrix, and the mask of its real tokens."""
+    k, width = len(completions), max(len(c) for c in completions)
+    ids = torch.full((k, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((k, width), dtype=torch.bool, device=device)
+    for row, comp in enumerate(completions):
+        ids[row, : len(comp)] = torch.tensor(list(comp), dtype=torch.long)
+        mask[row, : len(comp)] = True
+    return ids, mask
+
+
 def completion_logprobs(
     model: Any,
     prompt_ids: Sequence[int],
@@ -51,12 +62,8 @@ def completion_logprobs(
         raise ValueError("completion_logprobs: every completion needs at least one token")
     device = model.get_input_embeddings().weight.device  # the first GPU of a sharded model
     k = len(completions)
-    width = max(len(c) for c in completions)
-    ids = torch.full((k, width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((k, width), dtype=torch.bool, device=device)
-    for row, comp in enumerate(completions):
-        ids[row, : len(comp)] = torch.tensor(list(comp), dtype=torch.long)
-        mask[row, : len(comp)] = True
+    ids, mask = _right_padded(completions, pad_id, device)
+    width = ids.shape[1]
     prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast == "bf16" else nullcontext()
     with amp:
@@ -93,14 +100,11 @@ def sequence_logprobs(
     if not completions or any(len(c) == 0 for c in completions):
         raise ValueError("sequence_logprobs: every completion needs at least one token")
     device = model.get_input_embeddings().weight.device
-    k, n_prompt = len(completions), len(prompt_ids)
-    width = max(len(c) for c in completions)
-    ids = torch.full((k, n_prompt + width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((k, width), dtype=torch.bool, device=device)
-    ids[:, :n_prompt] = torch.tensor(list(prompt_ids), dtype=torch.long)
-    for row, comp in enumerate(completions):
-        ids[row, n_prompt : n_prompt + len(comp)] = torch.tensor(list(comp), dtype=torch.long)
-        mask[row, : len(comp)] = True
+    n_prompt = len(prompt_ids)
+    completion_ids, mask = _right_padded(completions, pad_id, device)
+    width = completion_ids.shape[1]
+    prompt = torch.tensor(list(prompt_ids), dtype=torch.long, device=device).expand(len(completions), -1)
+    ids = torch.cat([prompt, completion_ids], dim=1)
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast == "bf16" else nullcontext()
     with amp:
         # right padding under causal attention: no real token attends to padding, as above

@@ -151,19 +151,11 @@ def adapter_sampler(
     from peft import PeftModel
 
     from testtime.pg.policy import merge_for_sampling
-    from testtime.sampling import rollout_engine, training_backend
+    from testtime.sampling import training_backend, vllm_adapter_engine
     from testtime.sampling.vllm_backend import lora_rank
 
     if sampling.get("backend", "transformers") == "vllm":
-        if merged:
-            raise NotImplementedError(
-                "sampling.backend: vllm cannot sample a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
-                "use ttt.init: checkpoint or the transformers backend"
-            )
-        import torch
-
-        torch.set_num_threads(threads)
-        engine = rollout_engine(sampling, model_path, model, device, lora_rank(adapter))
+        engine = vllm_adapter_engine(sampling, model_path, model, device, threads, lora_rank(adapter), merged=merged)
         engine.set_adapter(adapter)
         return engine, engine_provenance(engine)
     backend = training_backend(model_path, model, device, threads, shard)

@@ -104,6 +104,31 @@ def training_backend(model_path: str, model: dict[str, Any], device: str, thread
     )
 
 
+def vllm_adapter_engine(
+    sampling: Mapping[str, Any],
+    model_path: str,
+    model: Mapping[str, Any],
+    device: str,
+    threads: int,
+    lora_rank: int,
+    adapters: Sequence[Any] = (),
+    merged: Any = None,
+) -> Backend:
+    """The vLLM engine of a job that samples or scores saved adapters (a transfer, the probe).
+
+    Refuses ``merged`` (a run's fresh LoRA on a trained checkpoint): vLLM serves one LoRA on the
+    weights it loaded, so the run's LoRA cannot sit on a merged one."""
+    if merged:
+        raise NotImplementedError(
+            "sampling.backend: vllm cannot serve a fresh LoRA on a trained checkpoint (ttt.init: fresh); "
+            "use ttt.init: checkpoint or the transformers backend"
+        )
+    import torch
+
+    torch.set_num_threads(threads)
+    return rollout_engine(sampling, model_path, model, device, lora_rank, adapters)
+
+
 def engine_provenance(backend: Any, adapter: Any = None, applied: str | None = None) -> dict[str, Any]:
     """Which engine, and which adapter, produced a job's records (their provenance ``engine``).
 
