@@ -19,7 +19,7 @@ rule probe_score:
     params:
         probe={key: config["probe"][key] for key in ("chunk", "span")},
         run=lambda wc: {
-            **{key: probe_run(wc)[key] for key in ("autocast", "device")},
+            **{key: probe_run(wc)[key] for key in ("autocast", "device", "shard")},
             **rollout_backend(),
         },
         prompt_variant=config["sampling"]["prompt_variant"],
