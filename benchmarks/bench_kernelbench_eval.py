@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from testtime.evaluation import EvalSettings, Evaluator
-from testtime.evaluation.engine import order_median_ci
+from testtime.evaluation.engine import bootstrap_median_ci, order_median_ci, widened_ci
 from testtime.prompting import candidate_source, reference_forward_body
 from testtime.tasks import load_bundled, load_suite, make_split
 
@@ -49,6 +49,7 @@ def main() -> None:
     )
     print(f"{'id':>3}  {'task':36} correct  {'min':>6} {'median':>6} {'max':>6}  ci_low>1  sec/cand  flags")
     started, n_candidates, n_correct, all_speedups, covered, above, covered_order = time.monotonic(), 0, 0, [], 0, 0, 0
+    pairs_ci: list[tuple[float, float, float]] = []  # (speedup, bootstrap low, high) before widening
     for task in chosen:
         body = reference_forward_body(task.code)
         source = candidate_source(body, task.code)
@@ -64,8 +65,10 @@ def main() -> None:
         covered += sum(r.speedup_ci_low <= 1.0 <= r.speedup_ci_high for r in ok)
         above += sum(r.speedup_ci_low > 1.0 for r in ok)
         for r in ok:  # the other interval, from the same timed pairs
-            low, high = order_median_ci([a / b for a, b in zip(r.ref_runtime_trials_us, r.runtime_trials_us)], settings.ci_level)
+            ratios = [a / b for a, b in zip(r.ref_runtime_trials_us, r.runtime_trials_us)]
+            low, high = order_median_ci(ratios, settings.ci_level)
             covered_order += low <= 1.0 <= high
+            pairs_ci.append((r.speedup, *bootstrap_median_ci(ratios, settings.ci_level)))
         errors = {r.error_kind for r in results if not r.correct}
         flags = sorted({f for r in results for f in r.flags}) + sorted(e for e in errors if e)
         per = statistics.mean(r.wall_s for r in results)
@@ -93,6 +96,12 @@ def main() -> None:
         f"CI coverage of 1.0, order-statistic interval of the same pairs: {covered_order}/{n_correct} = "
         f"{covered_order / max(1, n_correct):.3f}"
     )
+    # the same pairs' bootstrap CI widened by other spreads (engine.widened_ci): what ci_spread needs to be
+    spreads = [0.0, 0.05, 0.1, 0.155, 0.2, 0.25, 0.3]
+    coverage = [
+        sum(lo <= 1.0 <= hi for lo, hi in (widened_ci(m, a, b, sd, settings.ci_level) for m, a, b in pairs_ci)) for sd in spreads
+    ]
+    print("coverage by ci_spread: " + ", ".join(f"{sd}: {c}/{n_correct}" for sd, c in zip(spreads, coverage)))
 
 
 if __name__ == "__main__":
