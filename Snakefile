@@ -3,8 +3,8 @@
 Read top-down: config is loaded and validated, each stage lives in rules/<stage>.smk, and
 `all` asks for every figure, table and analysis the configuration enables (all_targets() in
 rules/common.smk). `snakemake figures/fig4.pdf` builds Figure 4 and what it needs;
-`snakemake --report results/report.html` puts the built ones, with their captions
-(report/captions/), on one HTML page.
+`snakemake --report results/report.html` puts them, with their captions (report/captions/),
+on one HTML page.
 """
 
 import sys

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -75,12 +77,12 @@ def data_uri_bytes(uri: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A workflow copy with Figure 4 built and the report made (HTML of the DAG of `all`: only
-    outputs that exist are in it)."""
+    """A workflow copy with Figure 4 built and its report made. The report names its target:
+    without one it covers the DAG of `all` and stops at the first marked output not yet built."""
     work = copy_repo(tmp_path_factory.mktemp("report") / "repo")
     out = run_snakemake(["figures/fig4.pdf", "-c2", *TINY], cwd=work)
     assert out.returncode == 0, out.stderr[-4000:]
-    out = run_snakemake(["--report", REPORT, *TINY], cwd=work, timeout=300)
+    out = run_snakemake(["figures/fig4.pdf", "--report", REPORT, *TINY], cwd=work, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     return work
 
@@ -142,47 +144,79 @@ def chromium_executable() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
+def no_browser(reason: str):
+    """Skip, saying why; fail instead under TESTTIME_REQUIRE_BROWSER=1 (.ci/run), so that CI cannot
+    pass with the browser test skipped."""
+    if os.environ.get("TESTTIME_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"TESTTIME_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    from playwright.sync_api import sync_playwright
-
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        no_browser("playwright is not installed (pip install -e '.[test]')")
     executable = chromium_executable()
     if executable is None:
-        pytest.skip("no Chromium: run `python -m playwright install chromium` or `apt-get install chromium`")
+        no_browser("no Chromium: `apt-get install chromium` or `python -m playwright install chromium`")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield browser
         browser.close()
 
 
+def pdf_viewer(page, timeout_s: float = 20):
+    """The frame of Chromium's PDF viewer on the page, or None when none opened in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        frames = [f for f in page.frames if f.url.startswith("chrome-extension://") and not f.is_detached()]
+        if frames:
+            return frames[-1]
+        page.wait_for_timeout(200)
+    return None
+
+
 def test_report_in_a_headless_browser_shows_every_figure(built, browser, tmp_path):
     """Open the report as a reader does, click through to each figure and screenshot it; fail on a
     script error, a figure missing from the Figures category, or one that does not load as a
     non-empty PDF in its frame. Screenshots stay in pytest's tmp dir (printed below)."""
+    from playwright.sync_api import expect
+
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto((built / REPORT).as_uri())
-    page.get_by_text("Figures", exact=True).first.click()
+    nav = page.locator("nav").first  # the side bar (its breadcrumbs are a nav inside it)
+    nav.get_by_text("Figures", exact=True).click()
     page.screenshot(path=tmp_path / "figures.png")
     listed = page.evaluate("Object.keys(categories['Figures']).flatMap(s => categories['Figures'][s])")
     assert sorted(listed) == built_figures(built)
     for path in listed:
         name = Path(path).name
-        row = page.locator("tr", has_text=name).first
-        row.locator("a").first.click()
+        row = nav.locator("tr", has_text=path)
+        row.locator("a").first.click()  # the eye button: the figure in the main pane
         frame = page.locator("iframe")
         frame.wait_for(state="attached", timeout=10_000)
         src = frame.get_attribute("src")
-        assert src and src.startswith("data:application/pdf;base64,"), f"{path}: frame shows {src!r:.80}"
+        assert src and src.startswith("data:application/pdf;"), f"{path}: frame shows {src!r:.80}"
         # the frame's own bytes, fetched by the browser: what a reader's PDF viewer gets
         size = page.evaluate("async src => (await (await fetch(src)).arrayBuffer()).byteLength", src)
         assert size == (built / path).stat().st_size, f"{path}: {size} bytes in the report"
         box = frame.bounding_box()
         assert box and box["width"] > 100 and box["height"] > 100, f"{path}: frame is {box}"
+        # Chromium's PDF viewer (an extension frame inside the report's frame) shows the page count
+        # once the document has loaded; a broken PDF gets its error dialog and no count instead
+        viewer = pdf_viewer(page)
+        assert viewer is not None, f"{path}: no PDF viewer opened in the frame"
+        pages = viewer.locator("#pagelength")
+        expect(pages).to_have_text(re.compile(r"^[1-9][0-9]*$"), timeout=20_000)
+        row.locator("a").nth(1).click()  # the (i) button: its caption in the side bar, beside the figure
+        expect(nav).to_contain_text("deviations_from_paper")
         shot = tmp_path / f"{name}.png"
         page.screenshot(path=shot)
         assert shot.stat().st_size > 0
+        nav.get_by_text("Figures", exact=True).first.click()  # back to the list, for the next figure
     assert errors == [], errors
     print(f"screenshots: {tmp_path}")
