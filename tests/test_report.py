@@ -178,7 +178,7 @@ def pdf_viewer(page, timeout_s: float = 20):
     return None
 
 
-def test_report_in_a_headless_browser_shows_every_figure(built, browser, tmp_path):
+def test_report_in_a_headless_browser_shows_every_figure(browser, built, tmp_path):  # browser first: a skip builds nothing
     """Open the report as a reader does, click through to each figure and screenshot it; fail on a
     script error, a figure missing from the Figures category, or one that does not load as a
     non-empty PDF in its frame. Screenshots stay in pytest's tmp dir (printed below)."""
