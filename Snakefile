@@ -1,7 +1,10 @@
 """testtime: surprisal-guided selection and test-time strategies, from task data to figures.
 
 Read top-down: config is loaded and validated, each stage lives in rules/<stage>.smk, and
-`all` asks for the figures. `snakemake figures/fig4.pdf` builds Figure 4 and what it needs.
+`all` asks for every figure, table and analysis the configuration enables (all_targets() in
+rules/common.smk). `snakemake figures/fig4.pdf` builds Figure 4 and what it needs;
+`snakemake --report results/report.html` puts them, with their captions (report/captions/),
+on one HTML page.
 """
 
 import sys
@@ -15,6 +18,10 @@ from testtime.config import ConfigError, validate  # noqa: E402
 
 
 configfile: "config/config.yaml"
+
+
+# The report's front page (snakemake --report): what the workflow is and the run's configuration.
+report: "report/workflow.rst"
 
 
 try:
@@ -38,24 +45,17 @@ include: "rules/figures.smk"
 
 
 rule all:
-    """Figure 4 (the default target)."""
+    """Every figure, table and analysis the configuration enables, stage by stage (all_targets())."""
     default_target: True
     input:
-        "figures/fig4.pdf",
+        all_targets(),
 
 
 rule ttt_all:
     """Every TTT figure and table of the configured experiments (§9.5): snakemake ttt_all."""
     input:
-        "figures/fig3.pdf",
-        "figures/fig5.pdf",
-        "figures/fig6.pdf",
-        table_file(RUN["model"], RUN["suite"], "table2.csv"),
-        ttt_table_file("table6.csv"),
-        branch(bool(EXPERIMENTS["subset2"]), then=ttt_table_file("table4.csv")),
-        branch(bool(EXPERIMENTS["lr_sweep"]), then=ttt_table_file("table10.csv")),
-        branch(bool(EXPERIMENTS["isolated"]), then=ttt_table_file("table12.csv")),
-        branch(bool(EXPERIMENTS["transfer"]), then=ttt_table_file("transfer.csv")),
+        ttt_targets(),
+        probe_targets(),
 
 
 rule rlvr_all:

@@ -8,9 +8,21 @@ rule select_samples:
         evaluations=expand(evaluations_file("{{model}}", "{{suite}}", "{seed}"), seed=SEEDS),
     output:
         selection="results/selection/{model}/{suite}/selection.parquet",
-        table=table_file("{model}", "{suite}", "table3.csv"),
-        table_provenance=table_file("{model}", "{suite}", "table3.csv.provenance.json"),
-        stats=table_file("{model}", "{suite}", "selection_stats.json"),
+        table=report(
+            table_file("{model}", "{suite}", "table3.csv"),
+            caption="../report/captions/table3.rst",
+            category="Tables",
+        ),
+        table_provenance=report(
+            table_file("{model}", "{suite}", "table3.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
+        stats=report(
+            table_file("{model}", "{suite}", "selection_stats.json"),
+            caption="../report/captions/selection_stats.rst",
+            category="Analyses",
+        ),
     log:
         "results/logs/select_samples/{model}/{suite}.log",
     conda:
@@ -30,9 +42,17 @@ rule table2:
     input:
         evaluations=expand(evaluations_file("{{model}}", "{{suite}}", "{seed}"), seed=SEEDS),
     output:
-        table=table_file("{model}", "{suite}", "table2.csv"),
+        table=report(
+            table_file("{model}", "{suite}", "table2.csv"),
+            caption="../report/captions/table2.rst",
+            category="Tables",
+        ),
         by_seed=table_file("{model}", "{suite}", "table2_by_seed.csv"),
-        provenance=table_file("{model}", "{suite}", "table2.csv.provenance.json"),
+        provenance=report(
+            table_file("{model}", "{suite}", "table2.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/table2/{model}/{suite}.log",
     localrule: True
@@ -50,11 +70,19 @@ rule table6:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("main")),
     output:
-        table=ttt_table_file("table6.csv"),
+        table=report(
+            ttt_table_file("table6.csv"),
+            caption="../report/captions/table6.rst",
+            category="Tables",
+        ),
         per_task=ttt_table_file("table6_per_task.csv"),
         selection=ttt_table_file("table6_selection.csv"),
         summary=ttt_table_file("table6_summary.json"),
-        provenance=ttt_table_file("table6.csv.provenance.json"),
+        provenance=report(
+            ttt_table_file("table6.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/table6.log",
     localrule: True
@@ -73,9 +101,17 @@ rule table4:
     input:
         unpack(table4_input),
     output:
-        table=ttt_table_file("table4.csv"),
+        table=report(
+            ttt_table_file("table4.csv"),
+            caption="../report/captions/table4.rst",
+            category="Tables",
+        ),
         per_task=ttt_table_file("table4_per_task.csv"),
-        provenance=ttt_table_file("table4.csv.provenance.json"),
+        provenance=report(
+            ttt_table_file("table4.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/table4.log",
     localrule: True
@@ -94,8 +130,16 @@ rule table10:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("lr_sweep")),
     output:
-        table=ttt_table_file("table10.csv"),
-        provenance=ttt_table_file("table10.csv.provenance.json"),
+        table=report(
+            ttt_table_file("table10.csv"),
+            caption="../report/captions/table10.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            ttt_table_file("table10.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/table10.log",
     localrule: True
@@ -114,8 +158,16 @@ rule table12:
     input:
         metrics=lambda wc: metrics_of(experiment_runs("isolated")),
     output:
-        table=ttt_table_file("table12.csv"),
-        provenance=ttt_table_file("table12.csv.provenance.json"),
+        table=report(
+            ttt_table_file("table12.csv"),
+            caption="../report/captions/table12.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            ttt_table_file("table12.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/table12.log",
     localrule: True
@@ -134,8 +186,16 @@ rule transfer_table:
     input:
         unpack(transfer_table_input),
     output:
-        table=ttt_table_file("transfer.csv"),
-        provenance=ttt_table_file("transfer.csv.provenance.json"),
+        table=report(
+            ttt_table_file("transfer.csv"),
+            caption="../report/captions/transfer.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            ttt_table_file("transfer.csv.provenance.json"),
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/transfer_table.log",
     localrule: True

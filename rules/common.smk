@@ -538,3 +538,63 @@ def sdpo_table_input(wc):
         for seed in sdpo["seeds"]
         for step in range(sdpo["steps"] + 1)
     ]
+
+
+# ---------------------------------------------------------------- targets of `all` (Snakefile)
+# What `snakemake all` builds: every paper output the configuration enables, one function per
+# stage so that each stage's switches are read in one place. A new output joins its stage's list;
+# a new stage gets a function and a line in all_targets().
+
+
+def bon_targets():
+    """Best-of-N on run.model/run.suite: Table 2 (scaling), Table 3 (selection) and Figure 4."""
+    return [
+        table_file(RUN["model"], RUN["suite"], "table2.csv"),
+        table_file(RUN["model"], RUN["suite"], "table3.csv"),
+        "figures/fig4.pdf",
+    ]
+
+
+def ttt_targets():
+    """The TTT tables of ttt.experiments (§9.5): Table 6 with Figures 3 and 5 when main runs are
+    listed, and Tables 4, 10, 12 and the transfer table when their experiment is set."""
+    out = []
+    if EXPERIMENTS["main"]:
+        out += [ttt_table_file("table6.csv"), "figures/fig3.pdf", "figures/fig5.pdf"]
+    for key, name in (("subset2", "table4"), ("lr_sweep", "table10"), ("isolated", "table12"), ("transfer", "transfer")):
+        if EXPERIMENTS[key]:
+            out.append(ttt_table_file(f"{name}.csv"))
+    return out
+
+
+def probe_targets():
+    """The NLL probe's table and Figure 6, when probe.run names a run."""
+    if not PROBE["run"]:
+        return []
+    return [f"results/tables/probes/{PROBE['run']}/seed{PROBE['seed']}/probe.csv", "figures/fig6.pdf"]
+
+
+def sdpo_targets():
+    """Table 9 of run.model/run.suite when sdpo lists variants and seeds."""
+    sdpo = config["sdpo"]
+    return [sdpo_table_file(RUN["model"], RUN["suite"])] if sdpo["variants"] and sdpo["seeds"] else []
+
+
+def analysis_targets():
+    """The §5.2 / App. H analyses computed from the records above (issue 12, item 1): Tables 1, 7,
+    8 and 11, length_control.json, logprob_variance.csv, full_l1.json and Figures 1 and 7 are
+    added here as their rules land."""
+    return []
+
+
+def all_targets():
+    """Every output of `snakemake all`, grouped by stage (duplicates dropped, order kept)."""
+    stages = {
+        "best_of_n": bon_targets(),
+        "ttt": ttt_targets(),
+        "probe": probe_targets(),
+        "rlvr": rlvr_targets(),
+        "sdpo": sdpo_targets(),
+        "analyses": analysis_targets(),
+    }
+    return list(dict.fromkeys(path for paths in stages.values() for path in paths))

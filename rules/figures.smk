@@ -7,8 +7,16 @@ rule fig4:
         table=table_file(RUN["model"], RUN["suite"], "table3.csv"),
         table_provenance=table_file(RUN["model"], RUN["suite"], "table3.csv.provenance.json"),
     output:
-        figure="figures/fig4.pdf",
-        provenance="figures/fig4.pdf.provenance.json",
+        figure=report(
+            "figures/fig4.pdf",
+            caption="../report/captions/fig4.rst",
+            category="Figures",
+        ),
+        provenance=report(
+            "figures/fig4.pdf.provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/fig4.log",
     localrule: True
@@ -29,9 +37,21 @@ rule fig3:
         table_provenance=table_file(RUN["model"], RUN["suite"], "table2.csv.provenance.json"),
         ttt=ttt_table_file("table6_summary.json"),
     output:
-        figure="figures/fig3.pdf",
-        provenance="figures/fig3.pdf.provenance.json",
-        equivalent_k=ttt_table_file("equivalent_k.json"),
+        figure=report(
+            "figures/fig3.pdf",
+            caption="../report/captions/fig3.rst",
+            category="Figures",
+        ),
+        provenance=report(
+            "figures/fig3.pdf.provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
+        equivalent_k=report(
+            ttt_table_file("equivalent_k.json"),
+            caption="../report/captions/equivalent_k.rst",
+            category="Analyses",
+        ),
     log:
         "results/logs/fig3.log",
     localrule: True
@@ -51,8 +71,16 @@ rule fig5:
         selection=ttt_table_file("table6_selection.csv"),
         table_provenance=ttt_table_file("table6.csv.provenance.json"),
     output:
-        figure="figures/fig5.pdf",
-        provenance="figures/fig5.pdf.provenance.json",
+        figure=report(
+            "figures/fig5.pdf",
+            caption="../report/captions/fig5.rst",
+            category="Figures",
+        ),
+        provenance=report(
+            "figures/fig5.pdf.provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/fig5.log",
     localrule: True
@@ -71,8 +99,16 @@ rule fig6:
     input:
         unpack(fig6_input),
     output:
-        figure="figures/fig6.pdf",
-        provenance="figures/fig6.pdf.provenance.json",
+        figure=report(
+            "figures/fig6.pdf",
+            caption="../report/captions/fig6.rst",
+            category="Figures",
+        ),
+        provenance=report(
+            "figures/fig6.pdf.provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/fig6.log",
     localrule: True

@@ -37,8 +37,16 @@ rule probe_analysis:
         scores="results/probes/{run}/seed{seed}/nll.parquet",
         evaluations=lambda wc: evaluations_file(RUN["model"], RUN["suite"], wc.seed),
     output:
-        table="results/tables/probes/{run}/seed{seed}/probe.csv",
-        provenance="results/tables/probes/{run}/seed{seed}/probe.csv.provenance.json",
+        table=report(
+            "results/tables/probes/{run}/seed{seed}/probe.csv",
+            caption="../report/captions/probe.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            "results/tables/probes/{run}/seed{seed}/probe.csv.provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/probe_analysis/{run}/seed{seed}.log",
     localrule: True

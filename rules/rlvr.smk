@@ -38,8 +38,16 @@ rule rlvr_table5:
     input:
         metrics=rlvr_table_input,
     output:
-        table=rlvr_table_file("{model}", "{suite}", "{run}"),
-        provenance=rlvr_table_file("{model}", "{suite}", "{run}") + ".provenance.json",
+        table=report(
+            rlvr_table_file("{model}", "{suite}", "{run}"),
+            caption="../report/captions/table5.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            rlvr_table_file("{model}", "{suite}", "{run}") + ".provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/rlvr_table5/{model}/{suite}/{run}.log",
     localrule: True
@@ -59,8 +67,16 @@ rule rlvr_curve:
         table=lambda wc: rlvr_table_file(wc.model, rlvr_checked(wc)["suite"], wc.run),
         table_provenance=lambda wc: rlvr_table_file(wc.model, rlvr_checked(wc)["suite"], wc.run) + ".provenance.json",
     output:
-        figure=rlvr_curve_file("{model}", "{run}"),
-        provenance=rlvr_curve_file("{model}", "{run}") + ".provenance.json",
+        figure=report(
+            rlvr_curve_file("{model}", "{run}"),
+            caption="../report/captions/rlvr_curve.rst",
+            category="Figures",
+        ),
+        provenance=report(
+            rlvr_curve_file("{model}", "{run}") + ".provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/rlvr_curve/{model}/{run}.log",
     localrule: True

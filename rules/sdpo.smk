@@ -39,8 +39,16 @@ rule sdpo_table9:
     input:
         metrics=sdpo_table_input,
     output:
-        table=sdpo_table_file("{model}", "{suite}"),
-        provenance=sdpo_table_file("{model}", "{suite}") + ".provenance.json",
+        table=report(
+            sdpo_table_file("{model}", "{suite}"),
+            caption="../report/captions/table9.rst",
+            category="Tables",
+        ),
+        provenance=report(
+            sdpo_table_file("{model}", "{suite}") + ".provenance.json",
+            caption="../report/captions/provenance.rst",
+            category="Provenance",
+        ),
     log:
         "results/logs/sdpo_table9/{model}/{suite}.log",
     localrule: True

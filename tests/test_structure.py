@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -99,3 +100,20 @@ def test_a_registered_strategy_reaches_table3_and_the_figure(tmp_path, monkeypat
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         selection.register(selection.REGISTRY["best-correct"])
+
+
+def test_every_figure_and_table_output_has_a_report_caption():
+    """snakemake --report shows only what a rule marks: every `figure=` and `table=` output is
+    wrapped in report(...) with a caption file that exists, and no caption file is unused."""
+    used, unmarked = set(), []
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.findall(r"^    output:\n((?: {8}.*\n)*)", text, re.M):
+            unmarked += [
+                f"{smk.name}: {line.strip()}" for line in re.findall(r"^ {8}(?:figure|table)=(?!report\().*$", block, re.M)
+            ]
+        for caption in re.findall(r'caption="\.\./(report/captions/[\w.]+\.rst)"', text):
+            assert (ROOT / caption).is_file(), caption
+            used.add(caption)
+    assert unmarked == []
+    assert used == {str(p.relative_to(ROOT)) for p in (ROOT / "report" / "captions").glob("*.rst")}
