@@ -58,6 +58,19 @@ rule ttt_all:
         branch(bool(EXPERIMENTS["transfer"]), then=ttt_table_file("transfer.csv")),
 
 
+rule analyses_all:
+    """Tables 1, 7, 8, 11, the §12 analyses and Figures 1 and 7: snakemake analyses_all."""
+    input:
+        "figures/fig1.pdf",
+        "figures/fig7.pdf",
+        expand(
+            table_file(RUN["model"], RUN["suite"], "{name}"),
+            name=["table1.csv", "table7.csv", "table8.csv", "table11.csv", "length_control.json"],
+        ),
+        branch(bool(ANALYSES["l1"]), then=l1_table_file("logprob_variance.csv")),
+        branch(bool(ANALYSES["l1"]), then=l1_table_file("full_l1.json")),
+
+
 rule rlvr_all:
     """Table 5 and the training curve of every configured RLVR run (§8): snakemake rlvr_all."""
     input:
