@@ -311,3 +311,51 @@ def test_new_tables_build_on_the_embedded_default(tmp_path):
     for name in NEW:
         prov = json.loads((tables / f"{name}.provenance.json").read_text())
         assert prov["config_hash"] and prov["model"] == "smollm2-135m"
+
+
+# ---------------------------------------------------------------- Figures 1 and 7
+
+
+def test_regime_points_follow_d17():
+    per_task = pd.DataFrame(
+        {
+            "run": ["main-s42"] * 6 + ["other"] * 2,
+            "step": [0, 0, 1, 1, 2, 2, 0, 1],
+            "problem_id": [4, 5, 4, 5, 4, 5, 4, 4],
+            "fast_1": [0.094, 0.031, 0.281, 0.156, 0.469, 0.063, 0.9, 0.9],
+        }
+    )
+    selection = pd.DataFrame({"run": ["main-s42", "other"], "boa_step": [2, 0]})
+    table8 = pd.DataFrame({"seed": [42, 42, 42, 43], "problem_id": [4, 5, -1, 4], "sample_fast_1": [0.3, 0.1, 0.2, 0.9]})
+    from testtime.figures import regime_points
+
+    points = regime_points(per_task, selection, table8, "main-s42", 42)
+    assert list(points["problem_id"]) == [4, 5]
+    assert points["coverage"].tolist() == pytest.approx([9.4, 3.1])
+    assert points["benefit"].tolist() == pytest.approx([16.9, -3.7])  # BoA step 2 minus Best-of-N sample fast_1
+
+
+def test_figures_1_and_7_draw_from_the_published_values(tmp_path):
+    from testtime.figures import fig1, fig7
+
+    table2 = pd.DataFrame(
+        {
+            "k": [1, 2, 4, 8, 16, 32, 64],
+            "pass_at_k": [0.533, 0.724, 0.895, 0.982, 0.999, 1, 1],
+            "std": [0.032, 0.041, 0.028, 0.008, 0.001, 0, 0],
+        }
+    )
+    table3 = pd.DataFrame(
+        {
+            "strategy": list(strategy_names()),
+            "fast_1": [1.0, 1.0, 0.8, 0.592, 0.5],
+            "mean_speedup": [226.9, 139.0, 41.2, 30.0, 11.6],
+        }
+    )
+    fig1(table2, table3, {"boa_fast_1_mean": 0.306}, tmp_path / "fig1.pdf", {}, {"config_hash": "x"})
+    assert (tmp_path / "fig1.pdf").read_bytes().startswith(b"%PDF")
+    per_task = pd.DataFrame({"run": "r", "step": [0, 0, 1, 1], "problem_id": [4, 5, 4, 5], "fast_1": [0.1, 0.4, 0.2, 0.5]})
+    table8 = pd.DataFrame({"seed": 42, "problem_id": [4, 5], "sample_fast_1": [0.3, 0.3]})
+    style = {"run": "r", "seed": 42, "threshold": 30}
+    fig7(per_task, pd.DataFrame({"run": ["r"], "boa_step": [1]}), table8, tmp_path / "fig7.pdf", style, {"config_hash": "x"})
+    assert (tmp_path / "fig7.pdf").stat().st_size > 1000
