@@ -326,8 +326,8 @@ def fig7(
     threshold = float(style.get("threshold", 30))
     ax.axvline(threshold, color="black", ls="--", lw=0.8)
     ax.axhline(0, color="#888888", lw=0.6)
-    ax.text(0.02, 0.95, "Hard: Search > Adaptation", transform=ax.transAxes, fontsize=7, va="top")
-    ax.text(0.98, 0.95, "Moderate: Adaptation Helps", transform=ax.transAxes, fontsize=7, va="top", ha="right")
+    ax.text(0.02, 0.03, "Hard: Search > Adaptation", transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.text(0.98, 0.03, "Moderate: Adaptation Helps", transform=ax.transAxes, fontsize=7, va="bottom", ha="right")
     span = max(10.0, float(points["benefit"].abs().max()) * 1.2) if len(points) else 10.0
     ax.set_ylim(-span, span)
     ax.set_xlim(-5, 105)
