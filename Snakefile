@@ -58,6 +58,12 @@ rule ttt_all:
         probe_targets(),
 
 
+rule analyses_all:
+    """Tables 1, 7, 8, 11, the §12 analyses and Figures 1 and 7: snakemake analyses_all."""
+    input:
+        analysis_targets(),
+
+
 rule rlvr_all:
     """Table 5 and the training curve of every configured RLVR run (§8): snakemake rlvr_all."""
     input:

@@ -207,3 +207,175 @@ rule transfer_table:
         code=code("ttt_tables"),
     script:
         "../workflow_scripts/ttt_tables.py"
+
+
+# Best-of-N analyses of §12 and §17 (testtime.bon_analyses): one rule per paper output, each
+# through the bon_analysis script, which looks the output's builder up in its registry.
+
+
+rule table1:
+    """Table 1: each selection strategy's pick, fast_1 and speedup per task and seed (§6.2)."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "table1.csv"),
+            caption="../report/captions/table1.rst",
+            category="Tables",
+        ),
+        provenance=table_file("{model}", "{suite}", "table1.csv.provenance.json"),
+    log:
+        "results/logs/table1/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="table1",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule table8:
+    """Table 8: the Best-of-N oracle-selected speedup per task and seed (§16)."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "table8.csv"),
+            caption="../report/captions/table8.rst",
+            category="Tables",
+        ),
+        provenance=table_file("{model}", "{suite}", "table8.csv.provenance.json"),
+    log:
+        "results/logs/table8/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="table8",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule table11:
+    """Table 11: surprisal quartiles of the correct samples with their task composition (§12.2)."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "table11.csv"),
+            caption="../report/captions/table11.rst",
+            category="Tables",
+        ),
+        provenance=table_file("{model}", "{suite}", "table11.csv.provenance.json"),
+    log:
+        "results/logs/table11/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="table11",
+        settings=analysis_params("quartiles"),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule length_control:
+    """§12.1: raw and length-controlled (partial) Spearman correlation of log-prob and speedup."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "length_control.json"),
+            caption="../report/captions/length_control.rst",
+            category="Analyses",
+        ),
+        provenance=table_file("{model}", "{suite}", "length_control.json.provenance.json"),
+    log:
+        "results/logs/length_control/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="length_control",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule logprob_variance:
+    """§12.3-12.4: log-prob std per task, variance groups, surprisal-vs-confidence head-to-head."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "logprob_variance.csv"),
+            caption="../report/captions/logprob_variance.rst",
+            category="Analyses",
+        ),
+        provenance=table_file("{model}", "{suite}", "logprob_variance.csv.provenance.json"),
+    log:
+        "results/logs/logprob_variance/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="logprob_variance",
+        settings=analysis_params("high_variance", "low_variance", "std_ddof"),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule full_l1:
+    """§12.5: oracle task success over every task of the suite, with the failures."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "full_l1.json"),
+            caption="../report/captions/full_l1.rst",
+            category="Analyses",
+        ),
+        provenance=table_file("{model}", "{suite}", "full_l1.json.provenance.json"),
+    log:
+        "results/logs/full_l1/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="full_l1",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule table7:
+    """Table 7: compute per method from the jobs' benchmark files and the records' token counts (§17)."""
+    input:
+        unpack(table7_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "table7.csv"),
+            caption="../report/captions/table7.rst",
+            category="Tables",
+        ),
+        provenance=table_file("{model}", "{suite}", "table7.csv.provenance.json"),
+    log:
+        "results/logs/table7/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        methods=ANALYSES["compute_methods"],
+        gpus=stage_gpus,
+        code=code("table7"),
+    script:
+        "../workflow_scripts/table7.py"

@@ -540,6 +540,70 @@ def sdpo_table_input(wc):
     ]
 
 
+# ---------------------------------------------------------------- input functions of the Best-of-N analyses (rules/analysis.smk)
+
+
+ANALYSES = config["analyses"]
+
+
+def bon_seeds(suite):
+    """Seeds of a suite's Best-of-N records: BoN-L1's (`analyses.l1.seeds`) for its suite, else run.seeds."""
+    l1 = ANALYSES["l1"]
+    return l1["seeds"] if l1 and suite == l1["suite"] else SEEDS
+
+
+def bon_records_input(wc):
+    """The sample and evaluation records of every Best-of-N seed of the path's model and suite."""
+    seeds = bon_seeds(wc.suite)
+    return {
+        "samples": [samples_file(wc.model, wc.suite, s) for s in seeds],
+        "evaluations": [evaluations_file(wc.model, wc.suite, s) for s in seeds],
+    }
+
+
+def l1_table_file(name):
+    """A BoN-L1 analysis of run.model (`analyses.l1`): table_file(model, l1 suite, name)."""
+    if not ANALYSES["l1"]:
+        raise WorkflowError("config key 'analyses.l1' is null; name the suite of BoN-L1 (every eval task)")
+    return table_file(RUN["model"], ANALYSES["l1"]["suite"], name)
+
+
+def analysis_params(*keys):
+    """The `analyses` settings an analysis reads, with `selection` (its score and span)."""
+    return canonical({"selection": config["selection"], **{key: ANALYSES[key] for key in keys}})
+
+
+def table7_input(wc):
+    """Table 7's records and `benchmark:` files: the Best-of-N samples with their sample and
+    evaluate jobs, and for boa_step1 steps 0 and 1 of the main TTT runs."""
+    seeds = bon_seeds(wc.suite)
+    shards = range(config["resources"]["evaluation"]["shards"])
+    inputs = {
+        "samples": [samples_file(wc.model, wc.suite, s) for s in seeds],
+        "sample_benchmarks": [f"results/benchmarks/sample/{wc.model}/{wc.suite}/seed{s}.tsv" for s in seeds],
+        "evaluate_benchmarks": [
+            f"results/benchmarks/evaluate/{wc.model}/{wc.suite}/seed{s}/shard{i}.tsv" for s in seeds for i in shards
+        ],
+    }
+    if "boa_step1" in ANALYSES["compute_methods"]:
+        runs = experiment_runs("main")
+        inputs["ttt_rollouts"] = [ttt_step_file(r, s, "rollouts.parquet") for r in runs for s in (0, 1)]
+        inputs["ttt_benchmarks"] = [f"results/benchmarks/ttt_step/{r}/step{s}.tsv" for r in runs for s in (0, 1)]
+    return inputs
+
+
+def stage_gpus(wildcards, output):
+    """GPUs of the sampling, evaluation and training jobs (Table 7's GPU-hours). Taking `output`
+    keeps this param out of Snakemake's change tracking, as resources are."""
+    return {stage: config["resources"][stage]["gpus"] for stage in ("sampling", "evaluation", "training")}
+
+
+def fig7_spec():
+    """Figure 7's TTT run (the first main run) and its Best-of-N seed (D17: seed 42, Subset 1)."""
+    run = experiment_runs("main")[0]
+    return {"run": run, "seed": ttt_run(run)["seed"]}
+
+
 # ---------------------------------------------------------------- targets of `all` (Snakefile)
 # What `snakemake all` builds: every paper output the configuration enables, one function per
 # stage so that each stage's switches are read in one place. A new output joins its stage's list;
@@ -581,10 +645,14 @@ def sdpo_targets():
 
 
 def analysis_targets():
-    """The §5.2 / App. H analyses computed from the records above (issue 12, item 1): Tables 1, 7,
-    8 and 11, length_control.json, logprob_variance.csv, full_l1.json and Figures 1 and 7 are
-    added here as their rules land."""
-    return []
+    """The §5.2 / App. H analyses computed from the Best-of-N records (issue 12, item 1): Tables
+    1, 7, 8 and 11, length_control.json and Figures 1 and 7 on run.model/run.suite; with
+    analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1)."""
+    names = ["table1.csv", "table7.csv", "table8.csv", "table11.csv", "length_control.json"]
+    out = ["figures/fig1.pdf", "figures/fig7.pdf", *(table_file(RUN["model"], RUN["suite"], n) for n in names)]
+    if ANALYSES["l1"]:
+        out += [l1_table_file("logprob_variance.csv"), l1_table_file("full_l1.json")]
+    return out
 
 
 def all_targets():

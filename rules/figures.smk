@@ -120,3 +120,49 @@ rule fig6:
         code=code("figure"),
     script:
         "../workflow_scripts/figure.py"
+
+
+rule fig1:
+    """Figure 1 (teaser): Best-of-N scaling with the strategies' fast_1 and TTT BoA at the largest K."""
+    input:
+        table2=table_file(RUN["model"], RUN["suite"], "table2.csv"),
+        table3=table_file(RUN["model"], RUN["suite"], "table3.csv"),
+        table_provenance=table_file(RUN["model"], RUN["suite"], "table3.csv.provenance.json"),
+        ttt=ttt_table_file("table6_summary.json"),
+    output:
+        figure=report("figures/fig1.pdf", caption="../report/captions/fig1.rst", category="Figures"),
+        provenance="figures/fig1.pdf.provenance.json",
+    log:
+        "results/logs/fig1.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="fig1",
+        style=cfg("figures", "fig1"),
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"
+
+
+rule fig7:
+    """Figure 7: BoA benefit over Best-of-N against base coverage per task (regime dependence, D17)."""
+    input:
+        per_task=ttt_table_file("table6_per_task.csv"),
+        selection=ttt_table_file("table6_selection.csv"),
+        table8=table_file(RUN["model"], RUN["suite"], "table8.csv"),
+        table_provenance=ttt_table_file("table6.csv.provenance.json"),
+    output:
+        figure=report("figures/fig7.pdf", caption="../report/captions/fig7.rst", category="Figures"),
+        provenance="figures/fig7.pdf.provenance.json",
+    log:
+        "results/logs/fig7.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="fig7",
+        style={**cfg("figures", "fig7"), **fig7_spec()},
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"

@@ -208,12 +208,144 @@ def rlvr_curve(table5: pd.DataFrame, out: str | Path, style: dict[str, Any], pro
     _save(fig, out, "testtime RLVR training curve", provenance)
 
 
-#: Figures drawn from CSV tables alone: name -> (function, its table arguments by input name).
+#: Figure 1's strategy markers at the largest K (§15): strategy -> matplotlib marker.
+FIG1_MARKERS: dict[str, str] = {
+    "surprisal-guided-top3": "*",
+    "surprisal-guided": "D",
+    "random-correct": "s",
+    "confidence-guided": "X",
+}
+
+
+def fig1(
+    table2: pd.DataFrame,
+    table3: pd.DataFrame,
+    ttt: dict[str, Any],
+    out: str | Path,
+    style: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
+    """Teaser: the Best-of-N scaling curve (Table 2, ±std band, dotted K = 1 baseline) with each
+    strategy's fast_1 (Table 3) and the TTT BoA mean (Table 6) as markers at the largest K, and a
+    bracket between confidence and surprisal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    k = table2["k"].to_numpy(dtype=float)
+    y = table2["pass_at_k"].to_numpy(dtype=float) * 100
+    std = table2["std"].fillna(0).to_numpy(dtype=float) * 100
+    ax.plot(k, y, "o-", color="#888888", label="Best-of-N (oracle)")
+    ax.fill_between(k, y - std, y + std, color="#888888", alpha=0.2, lw=0)
+    ax.axhline(y[0], color="#888888", ls=":", lw=1)
+    x_end = k.max()
+    values = table3.set_index("strategy")["fast_1"] * 100
+    for name, marker in FIG1_MARKERS.items():
+        if name in values:
+            strategy = REGISTRY[name]
+            ax.plot(
+                [x_end],
+                [values[name]],
+                marker=marker,
+                ms=11,
+                color=strategy.color,
+                ls="none",
+                mec="black",
+                mew=0.5,
+                label=f"{strategy.label.replace(chr(10), ' ')} ({values[name]:.0f}%)",
+            )
+    boa = ttt.get("boa_fast_1_mean")
+    if boa is not None and boa == boa:
+        ax.plot(
+            [x_end],
+            [boa * 100],
+            marker="v",
+            ms=10,
+            color="#5cb85c",
+            ls="none",
+            mec="black",
+            mew=0.5,
+            label=f"TTT BoA ({boa * 100:.1f}%)",
+        )
+    if {"surprisal-guided", "confidence-guided"} <= set(values.index):
+        lo, hi = sorted((values["confidence-guided"], values["surprisal-guided"]))
+        xb = x_end * 1.25
+        ax.plot([xb, xb], [lo, hi], color="#2e7d32", lw=1.5)
+        ax.text(
+            xb * 1.05,
+            (lo + hi) / 2,
+            f"{values['surprisal-guided'] - values['confidence-guided']:+.0f}%",
+            color="#2e7d32",
+            fontsize=8,
+            va="center",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [f"{int(v)}" for v in k])
+    ax.set_xlim(k.min() / 1.4, x_end * 2)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("K (samples per task)")
+    ax.set_ylabel("pass@1 (%)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(style.get("title") or "Best-of-N scaling and selection at the largest K", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, "testtime Figure 1", provenance)
+
+
+def regime_points(per_task: pd.DataFrame, selection: pd.DataFrame, table8: pd.DataFrame, run: str, seed: int) -> pd.DataFrame:
+    """Figure 7's points (D17): per task of TTT run ``run``, x = its step-0 fast_1 (base coverage,
+    %) and y = its fast_1 at the run's BoA step minus the Best-of-N sample fast_1 of seed ``seed``
+    (pp). Tasks without Best-of-N records of that seed are left out."""
+    boa = int(selection.loc[selection["run"] == run, "boa_step"].iloc[0])
+    tasks = per_task[per_task["run"] == run].pivot(index="problem_id", columns="step", values="fast_1")
+    bon = table8[(table8["seed"] == seed) & (table8["problem_id"] >= 0)].set_index("problem_id")["sample_fast_1"]
+    common = tasks.index.intersection(bon.index)
+    return pd.DataFrame(
+        {
+            "problem_id": common,
+            "coverage": tasks.loc[common, 0].to_numpy(dtype=float) * 100,
+            "benefit": (tasks.loc[common, boa].to_numpy(dtype=float) - bon.loc[common].to_numpy(dtype=float)) * 100,
+        }
+    )
+
+
+def fig7(
+    per_task: pd.DataFrame,
+    selection: pd.DataFrame,
+    table8: pd.DataFrame,
+    out: str | Path,
+    style: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
+    """Regime dependence: BoA benefit over Best-of-N (pp) against base coverage (%), one labelled
+    point per task, a dashed threshold line between the 'hard' and 'moderate' regimes."""
+    plt = _pyplot()
+    points = regime_points(per_task, selection, table8, style["run"], int(style["seed"]))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    colors = ["#d9534f" if b < 0 else "#1f5fa8" for b in points["benefit"]]
+    ax.scatter(points["coverage"], points["benefit"], c=colors, s=40, zorder=3)
+    for r in points.itertuples():
+        ax.annotate(str(int(r.problem_id)), (r.coverage, r.benefit), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    threshold = float(style.get("threshold", 30))
+    ax.axvline(threshold, color="black", ls="--", lw=0.8)
+    ax.axhline(0, color="#888888", lw=0.6)
+    ax.text(0.02, 0.03, "Hard: Search > Adaptation", transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.text(0.98, 0.03, "Moderate: Adaptation Helps", transform=ax.transAxes, fontsize=7, va="bottom", ha="right")
+    span = max(10.0, float(points["benefit"].abs().max()) * 1.2) if len(points) else 10.0
+    ax.set_ylim(-span, span)
+    ax.set_xlim(-5, 105)
+    ax.set_xlabel("base policy coverage: step-0 fast$_1$ (%)")
+    ax.set_ylabel("BoA benefit over Best-of-N (pp)")
+    ax.set_title(style.get("title") or f"Regime dependence ({style['run']}, Best-of-N seed {style['seed']})", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, "testtime Figure 7", provenance)
+
+
+#: Figures drawn from CSV tables (and JSON summaries) alone: name -> (function, its table arguments by input name).
 #: The ``figure`` rule script reads the named inputs and calls :func:`render`.
 TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "fig4": (fig4, ("table",)),
     "fig5": (fig5, ("table", "selection")),
     "fig6": (fig6, ("table",)),
+    "fig1": (fig1, ("table2", "table3", "ttt")),
+    "fig7": (fig7, ("per_task", "selection", "table8")),
     "rlvr_curve": (rlvr_curve, ("table",)),
 }
 
@@ -226,4 +358,9 @@ def render(name: str, tables: dict[str, str | Path], out: str | Path, style: dic
     missing = [n for n in names if n not in tables]
     if missing:
         raise ValueError(f"figure {name!r}: missing input table(s) {missing}")
-    draw(*(pd.read_csv(tables[n]) for n in names), out, style, provenance)
+    draw(*(_read(tables[n]) for n in names), out, style, provenance)
+
+
+def _read(path: str | Path) -> pd.DataFrame | dict[str, Any]:
+    """A CSV table as a DataFrame, a JSON summary as a dict."""
+    return json.loads(Path(path).read_text()) if str(path).endswith(".json") else pd.read_csv(path)
