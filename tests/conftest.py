@@ -106,6 +106,18 @@ def run_snakemake(args: list[str], cwd: Path, timeout: float = 900) -> subproces
 NOT_WORKFLOW = ("results", "figures", ".snakemake", ".pytest_cache", ".git", "__pycache__", ".venv*", "*.egg-info")
 
 
+def dry_counts(workdir: Path, args: list[str], extra: str = "") -> dict[str, int]:
+    """Per-rule job counts of a dry run of ``args`` in ``workdir``; ``extra``: YAML written to
+    override.yaml and added after the other config files."""
+    args = ["-n", *args]  # the override follows the config files in args
+    if extra:
+        (workdir / "override.yaml").write_text(extra)
+        args.append(str(workdir / "override.yaml"))
+    out = run_snakemake(args, cwd=workdir, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return job_counts(out.stdout)
+
+
 def copy_repo(dest: Path) -> Path:
     """A copy of the workflow at ``dest`` with nothing built: empty results/ and figures/."""
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_WORKFLOW))

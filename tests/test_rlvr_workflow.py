@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, job_counts, kill_and_resume, run_snakemake
+from conftest import copy_repo, dry_counts, kill_and_resume, run_snakemake
 from testtime.records import read_parquet, read_provenance
 
 pytestmark = pytest.mark.slow
@@ -40,13 +40,7 @@ def rlvr_workdir(tmp_path_factory) -> dict:
 
 
 def dry(workdir: Path, extra: str = "") -> dict[str, int]:
-    args = [TARGET, "-n", *TINY]
-    if extra:
-        (workdir / "override.yaml").write_text(extra)
-        args.append(str(workdir / "override.yaml"))
-    out = run_snakemake(args, cwd=workdir, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return job_counts(out.stdout)
+    return dry_counts(workdir, [TARGET, *TINY], extra)
 
 
 def test_killed_rlvr_run_resumes_at_the_step_it_was_in(rlvr_workdir):

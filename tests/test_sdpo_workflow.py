@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, job_counts, run_snakemake
+from conftest import copy_repo, dry_counts, run_snakemake
 from testtime.records import read_parquet, read_provenance
 
 pytestmark = pytest.mark.slow
@@ -28,13 +28,7 @@ def sdpo_workdir(tmp_path_factory) -> Path:
 
 
 def dry(workdir: Path, target: str = TABLE, extra: str = "") -> dict[str, int]:
-    args = [target, "-n", *TINY]
-    if extra:
-        (workdir / "override.yaml").write_text(extra)
-        args.append(str(workdir / "override.yaml"))
-    out = run_snakemake(args, cwd=workdir, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return job_counts(out.stdout)
+    return dry_counts(workdir, [target, *TINY], extra)
 
 
 def metrics(workdir: Path, variant: str, step: int) -> dict:
