@@ -82,8 +82,9 @@ HARNESS_PROBE_PAIRS = 8
 # Between-evaluation spread (sd of log speedup) of identical code, per device, measured with
 # benchmarks/bench_kernelbench_eval.py: the bootstrap CI of one evaluation's pairs alone contained
 # 1.0 for 46/60 identical candidates on the 2-core CPU (p5 0.662, p95 1.104) and 35/40 on an H200;
-# widened by these it must reach the nominal level (docs/evaluator.md, "Calibration").
-CI_SPREAD = {"cpu": 0.155, "cuda": 0.0115}
+# widened by these it must reach the nominal level (docs/evaluator.md, "Calibration"). CPU: 0.155
+# reached 56/60 under a load average of 4-6 on the 2 cores (sessions 5 and 6), 0.2 reached 57/60.
+CI_SPREAD = {"cpu": 0.2, "cuda": 0.0115}
 # Percentile-bootstrap resamples for the speedup CI: 2000 keeps the 2.5/97.5% percentiles stable to
 # about a percent for the 5-20 pairs we time, and costs milliseconds.
 BOOTSTRAP_RESAMPLES = 2000
