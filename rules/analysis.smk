@@ -375,6 +375,8 @@ rule table7:
         "../envs/analysis.yaml"
     params:
         methods=ANALYSES["compute_methods"],
+        sdpo_steps=config["sdpo"]["steps"] + 1,
+        teacher_tokens=ANALYSES["sdpo_teacher_tokens"],
         gpus=stage_gpus,
         code=code("table7"),
     script:

@@ -575,7 +575,8 @@ def analysis_params(*keys):
 
 def table7_input(wc):
     """Table 7's records and `benchmark:` files: the Best-of-N samples with their sample and
-    evaluate jobs, and for boa_step1 steps 0 and 1 of the main TTT runs."""
+    evaluate jobs, for boa_step1 steps 0 and 1 of the main TTT runs, for sdpo every step of the
+    feedback variant's runs."""
     seeds = bon_seeds(wc.suite)
     shards = range(config["resources"]["evaluation"]["shards"])
     inputs = {
@@ -589,6 +590,22 @@ def table7_input(wc):
         runs = experiment_runs("main")
         inputs["ttt_rollouts"] = [ttt_step_file(r, s, "rollouts.parquet") for r in runs for s in (0, 1)]
         inputs["ttt_benchmarks"] = [f"results/benchmarks/ttt_step/{r}/step{s}.tsv" for r in runs for s in (0, 1)]
+    if "sdpo" in ANALYSES["compute_methods"]:
+        # the paper's row is SDPO (feedback): every step of that variant's runs, seed-major
+        if "feedback" not in config["sdpo"]["variants"]:
+            raise WorkflowError(
+                "analyses.compute_methods lists sdpo, whose Table 7 row is the feedback variant: add it to sdpo.variants"
+            )
+        steps = [
+            (sdpo_seed_suite(config, wc.suite, seed), seed, step)
+            for seed in config["sdpo"]["seeds"]
+            for step in range(config["sdpo"]["steps"] + 1)
+        ]
+        for key, name in (("sdpo_rollouts", "rollouts.parquet"), ("sdpo_metrics", "metrics.json")):
+            inputs[key] = [sdpo_step_file(wc.model, su, "feedback", seed, step, name) for su, seed, step in steps]
+        inputs["sdpo_benchmarks"] = [
+            f"results/benchmarks/sdpo_step/{wc.model}/{su}/feedback/seed{seed}/step{step}.tsv" for su, seed, step in steps
+        ]
     return inputs
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import job_counts, run_snakemake
+from conftest import dry_counts, job_counts, run_snakemake
 from testtime import bon_analyses as ba
 from testtime.selection import strategy_names
 
@@ -220,6 +220,43 @@ def test_table7_reproduces_the_published_rows_and_ratios():
     assert t7.loc["BoA Step 1", "tokens_vs_best_of_n"] == 1.0
 
 
+def test_table7_sdpo_row_reproduces_the_published_tokens():
+    # Table 7's SDPO (feedback): 320 rollouts, 314K student + 338K teacher = 652K tokens a seed,
+    # 2.08x Best-of-N's 313K
+    bon = ba.Usage(rollouts=320, prompt_tokens=200_000, completion_tokens=113_000, wall_s=0, cpu_s=0, gpu_s=0)
+    sdpo = ba.Usage(rollouts=3 * 320, prompt_tokens=3 * 200_000, completion_tokens=3 * 114_000, wall_s=0, cpu_s=0, gpu_s=0)
+    t7 = ba.table7(
+        [ba.compute_row("Best-of-N (K=64)", bon, 1), ba.compute_row("SDPO (feedback)", sdpo, 3, teacher_tokens=3 * 338_000)]
+    ).set_index("method")
+    row = t7.loc["SDPO (feedback)"]
+    assert (row["rollouts"], row["student_tokens"], row["teacher_tokens"], row["total_tokens"]) == (
+        320,
+        314_000,
+        338_000,
+        652_000,
+    )
+    assert row["tokens_vs_best_of_n"] == pytest.approx(2.08, abs=0.005)
+
+
+def test_sdpo_teacher_tokens_actual_and_the_reference_convention():
+    # one run, steps 0 and 1: step 1's teacher pass scored step 0's 4 rollouts (400 prompt tokens,
+    # their 40 completion tokens); the final step's 4 rollouts (48 completion tokens) had none.
+    steps = [
+        {"metrics": {"step": 0}, "rollouts": 4, "completion_tokens": 40},
+        {
+            "metrics": {"step": 1, "update": {"teacher_prompt_tokens": 400, "teacher_completion_tokens": 40}},
+            "rollouts": 4,
+            "completion_tokens": 48,
+        },
+    ]
+    assert ba.sdpo_teacher_tokens([steps], "actual") == (440, False)
+    # D15: the final step's rollouts counted too, at the run's 100 teacher-prompt tokens a rollout
+    assert ba.sdpo_teacher_tokens([steps], "reference") == (440 + 48 + 400, True)
+    assert ba.sdpo_teacher_tokens([steps, steps], "actual") == (880, False)
+    with pytest.raises(ValueError, match="analyses.sdpo_teacher_tokens"):
+        ba.sdpo_teacher_tokens([steps], "paper")
+
+
 def test_table7_usage_counts_tokens_and_benchmark_seconds():
     recs = records({4: [(True, 1.0, -1.0)] * 3, 5: [(True, 1.0, -1.0)] * 3}, length=7)
     bench = pd.DataFrame({"s": [10.0], "h:m:s": ["0:00:10"], "cpu_time": [4.0]})
@@ -256,6 +293,22 @@ def test_new_targets_plan_on_the_embedded_default_and_figure_4_is_unchanged(clea
         "select_samples": 1,
         "fig4": 1,
     }
+
+
+@pytest.mark.slow
+def test_table7_plans_the_sdpo_feedback_runs_and_names_a_missing_variant(clean_repo):
+    target = ["results/tables/smollm2-135m/bundled/table7.csv", "--configfile", "config/config.yaml"]
+    counts = dry_counts(clean_repo, target)
+    assert counts["sdpo_step"] == 4  # feedback only: seeds 42 and 43, steps 0 and 1
+    counts = dry_counts(clean_repo, target, "analyses:\n  compute_methods: [best_of_n]\n")
+    assert "sdpo_step" not in counts and "ttt_step" not in counts
+    (clean_repo / "no_feedback.yaml").write_text("sdpo:\n  variants: [prompt_only]\n")
+    out = run_snakemake(
+        ["-n", "results/tables/smollm2-135m/bundled/table7.csv", "--configfile", "config/config.yaml", "no_feedback.yaml"],
+        cwd=clean_repo,
+        timeout=300,
+    )
+    assert out.returncode != 0 and "add it to sdpo.variants" in out.stdout + out.stderr
 
 
 @pytest.mark.slow

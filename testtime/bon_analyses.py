@@ -346,25 +346,60 @@ def first_per_task(samples: pd.DataFrame) -> pd.DataFrame:
     return samples.sort_values(["seed", "problem_id", "sample_index"], kind="mergesort").groupby(["seed", "problem_id"]).head(1)
 
 
-def compute_row(method: str, usage: Usage, n_seeds: int) -> dict[str, Any]:
+def compute_row(method: str, usage: Usage, n_seeds: int, teacher_tokens: float = 0.0) -> dict[str, Any]:
     """A Table 7 row: the per-seed means (Table 7 reports means across seeds) of rollouts,
-    student tokens (prompt + completion), teacher tokens (0: no teacher), wall minutes, CPU-hours
-    and GPU-hours."""
+    student tokens (prompt + completion), teacher tokens (``teacher_tokens``, the total over the
+    seeds; 0: no teacher), wall minutes, CPU-hours and GPU-hours."""
     n = max(n_seeds, 1)
     student = (usage.prompt_tokens + usage.completion_tokens) / n
+    teacher = teacher_tokens / n
     return {
         "method": method,
         "rollouts": usage.rollouts / n,
         "prompt_tokens": usage.prompt_tokens / n,
         "completion_tokens": usage.completion_tokens / n,
         "student_tokens": student,
-        "teacher_tokens": 0.0,
-        "total_tokens": student,
+        "teacher_tokens": teacher,
+        "total_tokens": student + teacher,
         "wall_min": usage.wall_s / n / 60.0 if usage.wall_s else float("nan"),
         "cpu_hours": usage.cpu_s / n / 3600.0 if usage.wall_s else float("nan"),
         "gpu_hours": usage.gpu_s / n / 3600.0 if usage.wall_s else float("nan"),
         "n_seeds": n_seeds,
     }
+
+
+#: How Table 7 counts SDPO's teacher tokens (reference-protocol §17, D15): ``reference``, the
+#: reference code's convention (the teacher prompt and completion of every sampled rollout at every
+#: step, the final step's too, though no teacher pass reads them), or ``actual``, the tokens the
+#: teacher passes scored.
+TEACHER_TOKEN_CONVENTIONS: tuple[str, ...] = ("reference", "actual")
+
+
+def sdpo_teacher_tokens(runs: Sequence[Sequence[Mapping[str, Any]]], convention: str) -> tuple[int, bool]:
+    """Teacher tokens of SDPO runs for Table 7: ``runs`` holds, per run (a seed), its steps in
+    order as ``{"metrics": metrics.json, "completion_tokens": the step's rollouts' completion
+    tokens, "rollouts": their count}``. ``actual`` sums the teacher passes' prompt and completion
+    tokens (``update.teacher_*`` of steps 1..S). ``reference`` adds, for the final step's rollouts,
+    their completion tokens and the run's mean teacher prompt per scored rollout (no teacher
+    context of theirs was ever rendered, so that part is an estimate). Returns the count and
+    whether it holds an estimate."""
+    if convention not in TEACHER_TOKEN_CONVENTIONS:
+        raise ValueError(f"analyses.sdpo_teacher_tokens: {convention!r} is not one of {TEACHER_TOKEN_CONVENTIONS}")
+    total, estimated = 0, False
+    for steps in runs:
+        prompt = completion = 0
+        for step in steps[1:]:
+            update = step["metrics"].get("update") or {}
+            prompt += int(update.get("teacher_prompt_tokens", 0))
+            completion += int(update.get("teacher_completion_tokens", 0))
+        scored = sum(int(step["rollouts"]) for step in steps[:-1])
+        total += prompt + completion
+        if convention == "reference" and steps:
+            last = steps[-1]
+            per_rollout = prompt / scored if scored else 0.0
+            total += int(last["completion_tokens"]) + round(per_rollout * int(last["rollouts"]))
+            estimated = estimated or int(last["rollouts"]) > 0
+    return total, estimated
 
 
 TABLE7_COLUMNS = (
