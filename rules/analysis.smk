@@ -379,3 +379,32 @@ rule table7:
         code=code("table7"),
     script:
         "../workflow_scripts/table7.py"
+
+
+# The paper's open questions (§6.6) as experiments: the deployable selection here, the TTT
+# remedies and the reward sparsification with the TTT tables below.
+
+
+rule deployable_selection:
+    """Open question 2: rank all K samples by score, evaluate the top m in order, stop at the first correct one."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "deployable_selection.csv"),
+            caption="../report/captions/deployable_selection.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=table_file("{model}", "{suite}", "deployable_selection.csv.provenance.json"),
+    log:
+        "results/logs/deployable_selection/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="deployable_selection",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"

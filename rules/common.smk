@@ -647,11 +647,14 @@ def sdpo_targets():
 def analysis_targets():
     """The §5.2 / App. H analyses computed from the Best-of-N records (issue 12, item 1): Tables
     1, 7, 8 and 11, length_control.json and Figures 1 and 7 on run.model/run.suite; with
-    analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1)."""
+    analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1); with
+    analyses.deployable, the deployable selection of open question 2 and its figure."""
     names = ["table1.csv", "table7.csv", "table8.csv", "table11.csv", "length_control.json"]
     out = ["figures/fig1.pdf", "figures/fig7.pdf", *(table_file(RUN["model"], RUN["suite"], n) for n in names)]
     if ANALYSES["l1"]:
         out += [l1_table_file("logprob_variance.csv"), l1_table_file("full_l1.json")]
+    if ANALYSES["deployable"]:  # open question 2 (§6.6)
+        out += [table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"), "figures/open_questions/deployable_selection.pdf"]
     return out
 
 

@@ -166,3 +166,29 @@ rule fig7:
         code=code("figure"),
     script:
         "../workflow_scripts/figure.py"
+
+
+rule deployable_selection_figure:
+    """Open question 2: fast_1 and evaluator calls against m per evaluation order."""
+    input:
+        table=table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"),
+        table_provenance=table_file(RUN["model"], RUN["suite"], "deployable_selection.csv.provenance.json"),
+    output:
+        figure=report(
+            "figures/open_questions/deployable_selection.pdf",
+            caption="../report/captions/deployable_selection_figure.rst",
+            category="Figures",
+            subcategory="Open questions",
+        ),
+        provenance="figures/open_questions/deployable_selection.pdf.provenance.json",
+    log:
+        "results/logs/deployable_selection_figure.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="deployable_selection",
+        style=cfg("figures", "deployable_selection"),
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"

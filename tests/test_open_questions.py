@@ -139,3 +139,14 @@ def test_registered_as_a_best_of_n_analysis():
     table, facts = run_analysis("deployable_selection", records, {"score": "lp_mean", "span": "code"})
     assert list(table.columns) == list(dp.SUMMARY_COLUMNS) and len(table) == 3 * 4
     assert facts["score_column"] == "lp_mean_code" and set(facts["orders"]) == set(dp.ORDERS)
+
+
+def test_deployable_figure_draws_from_its_table(tmp_path):
+    from testtime.figures import render
+
+    other = TASK.assign(seed=43, correct=[False, False, True, False], speedup=[0.0, 0.0, 2.0, 0.0])
+    table = dp.deployable_summary(dp.deployable_per_task(pd.concat([TASK, other]), "lp_mean"))
+    table.to_csv(tmp_path / "deployable.csv", index=False)
+    out = tmp_path / "deployable.pdf"
+    render("deployable_selection", {"table": tmp_path / "deployable.csv"}, out, {}, {"config_hash": "x"})
+    assert out.read_bytes().startswith(b"%PDF")
