@@ -408,3 +408,53 @@ rule deployable_selection:
         code=code("bon_analysis"),
     script:
         "../workflow_scripts/bon_analysis.py"
+
+
+rule ttt_remedies:
+    """Open question 1: TTT with an entropy bonus or a KL penalty to the start against the paper's run (trajectory, NLL probe)."""
+    input:
+        unpack(remedies_input),
+    output:
+        table=report(
+            ttt_table_file("remedies.csv"),
+            caption="../report/captions/ttt_remedies.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=ttt_table_file("remedies.csv.provenance.json"),
+    log:
+        "results/logs/ttt_remedies.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        table="remedies",
+        spec=comparison_spec("remedies"),
+        code=code("ttt_tables"),
+    script:
+        "../workflow_scripts/ttt_tables.py"
+
+
+rule reward_sparsification:
+    """Open question 3: TTT with the sparse fast_1 reward against the normalised reward (trajectory, BoA step)."""
+    input:
+        unpack(sparsification_input),
+    output:
+        table=report(
+            ttt_table_file("reward_sparsification.csv"),
+            caption="../report/captions/reward_sparsification.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=ttt_table_file("reward_sparsification.csv.provenance.json"),
+    log:
+        "results/logs/reward_sparsification.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        table="reward_sparsification",
+        spec=comparison_spec("reward_sparsification"),
+        code=code("ttt_tables"),
+    script:
+        "../workflow_scripts/ttt_tables.py"

@@ -112,7 +112,11 @@ def test_at_m_equal_k_each_order_is_its_post_hoc_strategy():
         )
         picks = select(task).set_index("strategy")
         last = dp.task_curves(task, "lp_mean").query("m == @k").set_index("order")
-        for order, strategy in (("surprisal", "surprisal-guided"), ("confidence", "confidence-guided"), ("random", "random-correct")):
+        for order, strategy in (
+            ("surprisal", "surprisal-guided"),
+            ("confidence", "confidence-guided"),
+            ("random", "random-correct"),
+        ):
             assert last.loc[order, "fast_1"] == pytest.approx(picks.loc[strategy, "fast_1"])
             assert last.loc[order, "speedup"] == pytest.approx(picks.loc[strategy, "speedup"])
 
@@ -150,3 +154,265 @@ def test_deployable_figure_draws_from_its_table(tmp_path):
     out = tmp_path / "deployable.pdf"
     render("deployable_selection", {"table": tmp_path / "deployable.csv"}, out, {}, {"config_hash": "x"})
     assert out.read_bytes().startswith(b"%PDF")
+
+
+# ---------------------------------------------------------------- the update's regularisers (open question 1)
+
+
+def test_entropy_and_kl_sums_by_hand():
+    import torch
+
+    from testtime.pg.policy import entropy_sum, kl_to_start_sum
+
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    weights = torch.tensor([1.0, 2.0])  # the second row stands for two copies of one completion
+    entropy = torch.tensor([[0.5, 0.25, 9.0], [1.0, 9.0, 9.0]])  # 9: padding, masked out
+    assert float(entropy_sum(entropy, mask, weights)) == pytest.approx(0.5 + 0.25 + 2 * 1.0)
+    lp = torch.log(torch.tensor([[0.5, 0.5, 0.5], [0.25, 0.5, 0.5]]))
+    start = torch.log(torch.tensor([[0.25, 0.5, 0.1], [0.25, 0.1, 0.1]]))
+    k3 = 0.5 - math.log(0.5) - 1  # exp(d) - d - 1 with d = log(0.25 / 0.5)
+    assert float(kl_to_start_sum(lp, start, mask, weights)) == pytest.approx(k3)  # agreeing tokens add 0
+
+
+def test_entropy_bonus_gradient_raises_the_entropy_on_a_tiny_policy():
+    import torch
+
+    from testtime.pg.policy import entropy_sum
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.2, 3.0]]], requires_grad=True)
+    mask, weights = torch.ones(1, 2), torch.ones(1)
+
+    def entropy(x):
+        log_p = torch.log_softmax(x, -1)
+        return -(log_p.exp() * log_p).sum(-1)
+
+    before = float(entropy(logits.detach()).sum())
+    loss = -0.5 * entropy_sum(entropy(logits), mask, weights)  # the bonus term of the loss
+    loss.backward()
+    with torch.no_grad():
+        stepped = logits - 0.1 * logits.grad
+    assert float(entropy(stepped).sum()) > before
+
+
+def test_kl_penalty_gradient_pulls_the_token_log_prob_toward_the_start():
+    import torch
+
+    from testtime.pg.policy import kl_to_start_sum
+
+    mask, weights = torch.ones(1, 2), torch.ones(1)
+    start = torch.log(torch.tensor([[0.2, 0.6]]))
+    for lp0 in ([0.5, 0.3], [0.1, 0.9]):  # above and below the start's log-probs
+        lp = torch.log(torch.tensor([lp0])).requires_grad_(True)
+        (0.5 * kl_to_start_sum(lp, start, mask, weights)).backward()
+        with torch.no_grad():
+            stepped = lp - 0.1 * lp.grad
+        assert ((stepped - start).abs() < (lp - start).abs()).all()
+    lp = start.clone().requires_grad_(True)
+    kl_to_start_sum(lp, start, mask, weights).backward()
+    assert float(lp.grad.abs().max()) == 0.0  # at the start (step 1 of a fresh LoRA): no pull
+
+
+PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def drawn(ttt_backend):
+    from testtime.sampling import SamplingParams
+
+    return ttt_backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
+
+
+def batch_of(policy, drawn, adv):
+    from testtime.scoring import score_completions
+
+    prompt_ids = policy.backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    comps = [c.token_ids for c in drawn]
+    q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
+    return [{"prompt_ids": prompt_ids, "completions": comps, "sampler_logprobs": q, "advantages": list(adv)}]
+
+
+def lora_state(policy):
+    return {n: p.detach().clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
+
+
+def batch_entropy_and_kl(policy, batch):
+    """Token-summed entropy under the policy and k3 KL to its LoRA-disabled start, on the batch."""
+    import torch
+
+    from testtime.pg.policy import kl_to_start_sum
+    from testtime.scoring import completion_logprobs
+
+    g = batch[0]
+    with torch.no_grad():
+        lp, mask, entropy = completion_logprobs(policy.model, g["prompt_ids"], g["completions"], policy.pad_id, with_entropy=True)
+        with policy.peft.disable_adapter():
+            start, _ = completion_logprobs(policy.model, g["prompt_ids"], g["completions"], policy.pad_id)
+    ones = torch.ones(len(g["completions"]))
+    return float((entropy * mask).sum()), float(kl_to_start_sum(lp, start, mask, ones))
+
+
+def test_zero_coefficients_are_the_paper_update_exactly(make_lora_policy, drawn):
+    adv = [1.5, -0.5, -0.5, -0.5]
+    paper = make_lora_policy()
+    zero = make_lora_policy({"entropy_bonus": 0.0, "kl_to_start": 0.0})
+    a, b = paper.update(batch_of(paper, drawn, adv)), zero.update(batch_of(zero, drawn, adv))
+    assert a == b  # loss, gradient norm, KL diagnostics: bit for bit, and no regulariser entries
+    sa, sb = lora_state(paper), lora_state(zero)
+    assert all(torch_equal(sa[n], sb[n]) for n in sa)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))
+
+
+def test_entropy_bonus_raises_the_policy_entropy(make_lora_policy, drawn):
+    policy = make_lora_policy({"entropy_bonus": 1.0})
+    batch = batch_of(policy, drawn, [0.0, 0.0, 0.0, 0.0])  # no reward signal: the bonus alone
+    before, _ = batch_entropy_and_kl(policy, batch)
+    stats = policy.update(batch)
+    after, _ = batch_entropy_and_kl(policy, batch)
+    assert stats["entropy_bonus"] == 1.0 and stats["entropy_mean"] == pytest.approx(before / stats["n_tokens"], rel=1e-4)
+    assert after > before
+
+
+def test_kl_penalty_keeps_the_policy_closer_to_its_start(make_lora_policy, drawn):
+    """Two identical policies take one update away from the start; the second update (no reward
+    signal) with the KL penalty ends closer to the start than without it."""
+    ends = {}
+    for coef in (0.0, 10.0):
+        policy = make_lora_policy()
+        policy.update(batch_of(policy, drawn, [1.5, -0.5, -0.5, -0.5]))
+        _, moved = batch_entropy_and_kl(policy, batch_of(policy, drawn, [0.0] * 4))
+        assert moved > 0
+        policy.run["kl_to_start"] = coef
+        stats = policy.update(batch_of(policy, drawn, [0.0] * 4))
+        assert ("kl_to_start_mean" in stats) is (coef > 0)
+        if coef:
+            assert stats["kl_to_start_mean"] == pytest.approx(moved / stats["n_tokens"], rel=1e-3)
+        ends[coef] = batch_entropy_and_kl(policy, batch_of(policy, drawn, [0.0] * 4))[1]
+    assert ends[10.0] < ends[0.0]
+
+
+# ---------------------------------------------------------------- the sparse reward (open question 3)
+
+
+def test_sparse_reward_is_fast_1_and_keeps_the_normalised_history():
+    from testtime.pg.rewards import score_step, sparse_rewards
+
+    assert sparse_rewards([True, True, False, True], [1.5, 0.9, 3.0, 1.0]).tolist() == [1.0, 0.0, 0.0, 0.0]
+    evals = pd.DataFrame(
+        {
+            "problem_id": [1, 1, 1, 2],
+            "sample_index": [0, 1, 2, 0],
+            "correct": [True, True, False, True],
+            "speedup": [2.0, 0.5, 0.0, 1.2],
+        }
+    )
+    run = {"reward_window": 32, "reward_bonus": 0.0, "advantage": "global"}
+    paper, hist_paper = score_step(evals, evals, {}, run)
+    sparse, hist_sparse = score_step(evals, evals, {}, {**run, "reward": "fast_1"})
+    assert paper["reward"].tolist() == [2.0, 0.25, 0.0, 1.2]  # 0.5 / median(2.0)
+    assert sparse["reward"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert hist_sparse == hist_paper and sparse["reward_baseline"].tolist() == paper["reward_baseline"].tolist()
+    r = np.array([1.0, 0.0, 0.0, 1.0])
+    assert sparse["advantage"].to_numpy() == pytest.approx((r - r.mean()) / r.std(ddof=1))
+    with pytest.raises(ValueError, match="ttt.reward"):
+        score_step(evals, evals, {}, {**run, "reward": "binary"})
+
+
+# ---------------------------------------------------------------- run settings and the comparison tables
+
+
+def embedded_config():
+    import yaml
+
+    from conftest import ROOT
+    from testtime.config import validate
+
+    return validate(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+
+
+def test_switches_join_a_run_only_when_they_differ_from_the_paper():
+    from testtime.runs import resolve_run, step_settings
+
+    config = embedded_config()
+    for key in ("entropy_bonus", "kl_to_start", "reward"):
+        assert key not in resolve_run(config, "main-s42")  # the paper's runs keep their params
+    assert resolve_run(config, "entropy-s42")["entropy_bonus"] == 0.01
+    assert "entropy_bonus" not in step_settings(resolve_run(config, "entropy-s42"), 0)  # step 0 never updates
+    assert "kl_to_start" not in step_settings(resolve_run(config, "kl-s42"), 0)
+    assert step_settings(resolve_run(config, "fast1-s42"), 0)["reward"] == "fast_1"  # step 0's rewards use it
+    config["ttt"]["runs"]["kl-s42"]["kl_to_start"] = 0.0
+    assert "kl_to_start" not in resolve_run(config, "kl-s42")
+
+
+def step_metrics(run, step, fast, switches=None, update=None):
+    return {
+        "run": run,
+        "step": step,
+        "rollouts_cumulative": 8 * (step + 1),
+        "agg_fast_1": fast,
+        "correct_rate": fast + 0.1,
+        "mean_speedup": 1.0,
+        "mean_reward": 0.5,
+        "truncation_rate": 0.0,
+        "update": update or {"skipped": step == 0},
+        "per_task": {"1": {"fast_1": fast, "correct_rate": fast + 0.1}},
+        "provenance": {"seed": 42, "suite": "bundled", "config_hash": f"h{run}{step}", "config": {"ttt": switches or {}}},
+    }
+
+
+def test_compare_runs_lines_up_variants_with_their_probe():
+    from testtime.tables import build_ttt_table
+
+    metrics = [step_metrics("main", s, f) for s, f in enumerate([0.2, 0.4, 0.3])]
+    metrics += [
+        step_metrics("ent", s, f, {"entropy_bonus": 0.01}, {"entropy_mean": 1.5} if s else None)
+        for s, f in enumerate([0.2, 0.3, 0.5])
+    ]
+    probes = {
+        run: pd.DataFrame(
+            {
+                "step": [0, 1, 2],
+                "rho": [-0.1] * 3,
+                "p": [0.5] * 3,
+                "rho_bottom_quartile": [0.0, -0.1, -0.2],
+                "p_bottom_quartile": [0.5] * 3,
+                "mean_nll": nll,
+            }
+        )
+        for run, nll in (("main", [6.7, 6.6, 6.9]), ("ent", [6.7, 6.7, 6.7]))
+    }
+    frames, facts, upstream, runs = build_ttt_table("remedies", metrics, {"runs": ["main", "ent"], "patience": 1}, probes=probes)
+    t = frames["table"]
+    assert t["run"].tolist() == ["main"] * 3 + ["ent"] * 3
+    assert t["variant"].tolist() == ["paper"] * 3 + ["entropy_bonus 0.01"] * 3
+    assert t.loc[t["boa"], ["run", "step"]].values.tolist() == [["main", 1], ["ent", 2]]
+    assert t["entropy_mean"].isna().tolist() == [True] * 4 + [False, False]
+    assert t["mean_nll"].tolist() == [6.7, 6.6, 6.9, 6.7, 6.7, 6.7]
+    assert facts["runs"]["main"]["boa_step"] == 1 and facts["runs"]["ent"]["entropy_bonus"] == 0.01
+    assert facts["runs"]["main"]["mean_nll_last"] == 6.9
+    sparse, _, _, _ = build_ttt_table("reward_sparsification", metrics, {"runs": ["ent", "main"], "patience": 1})
+    assert sparse["table"]["run"].iloc[0] == "ent" and "mean_nll" not in sparse["table"]
+    with pytest.raises(ValueError, match="covers steps"):
+        build_ttt_table("remedies", metrics, {"runs": ["main"], "patience": 1}, probes={"main": probes["main"].iloc[:2]})
+
+
+@pytest.mark.parametrize("figure", ["ttt_remedies", "reward_sparsification"])
+def test_comparison_figures_draw_from_their_table(tmp_path, figure):
+    from testtime.figures import render
+    from testtime.tables import build_ttt_table
+
+    metrics = [step_metrics(r, s, f) for r in ("main", "kl") for s, f in enumerate([0.2, 0.4, 0.3])]
+    probes = {
+        r: pd.DataFrame(
+            {"step": [0, 1, 2], "rho": 0.0, "p": 1.0, "rho_bottom_quartile": 0.0, "p_bottom_quartile": 1.0, "mean_nll": 6.0}
+        )
+        for r in ("main", "kl")
+    }
+    frames, *_ = build_ttt_table("remedies", metrics, {"runs": ["main", "kl"], "patience": 1}, probes=probes)
+    frames["table"].to_csv(tmp_path / "t.csv", index=False)
+    render(figure, {"table": tmp_path / "t.csv"}, tmp_path / "f.pdf", {}, {"config_hash": "x"})
+    assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")

@@ -372,9 +372,57 @@ def deployable_selection(table: pd.DataFrame, out: str | Path, style: dict[str, 
     ax_b.set_ylabel("evaluator calls per task")
     ax_b.set_title("(b) calls: up to the first correct candidate", fontsize=9)
     n_seeds, n_tasks = int(table["n_seeds"].max()), int(table["n_tasks"].max())
-    fig.suptitle(style.get("title") or f"Deployable selection: rank by score, evaluate in order ({n_tasks} tasks x {n_seeds} seeds)", fontsize=10)
+    fig.suptitle(
+        style.get("title") or f"Deployable selection: rank by score, evaluate in order ({n_tasks} tasks x {n_seeds} seeds)",
+        fontsize=10,
+    )
     fig.tight_layout()
     _save(fig, out, "testtime deployable selection", provenance)
+
+
+def _comparison(table: pd.DataFrame, panels: list[tuple[str, str, float]], title: str) -> Any:
+    """TTT variants side by side (testtime.tables.compare_runs): one panel per ``(column, y
+    label, scale)``, one line per run labelled by its variant, a star at each run's BoA step."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    colors = ["#1f5fa8", "#d9534f", "#5cb85c", "#8e6bbf", "#f0ad4e", "#4d4d4d"]
+    for i, (run, g) in enumerate(table.groupby("run", sort=False)):
+        g = g.sort_values("step")
+        color = colors[i % len(colors)]
+        label = f"{run} ({g['variant'].iloc[0]})"
+        boa = g[g["boa"].astype(bool)]
+        for ax, (column, _, scale) in zip(axes[0], panels):
+            ax.plot(g["step"], g[column] * scale, "o-", color=color, ms=4, label=label)
+            ax.plot(boa["step"], boa[column] * scale, marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none")
+    for ax, (_, ylabel, _) in zip(axes[0], panels):
+        ax.set_xlabel("TTT step")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(sorted(table["step"].unique()))
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ttt_remedies(table: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Open question 1: the TTT trajectory (aggregate fast_1) and the NLL probe (mean NLL of the
+    fixed Best-of-N samples, bottom-quartile ρ) per step of the paper run and its entropy-bonus
+    and KL-penalty variants; stars at each run's BoA step."""
+    panels = [
+        ("agg_fast_1", "aggregate fast$_1$ (%)", 100.0),
+        ("mean_nll", "probe: mean NLL (nats)", 1.0),
+        ("rho_bottom_quartile", "probe: bottom-quartile ρ", 1.0),
+    ]
+    title = style.get("title") or "Over-sharpening remedies: trajectory and NLL probe (stars: BoA)"
+    _save(_comparison(table, panels, title), out, "testtime TTT remedies", provenance)
+
+
+def reward_sparsification(table: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Open question 3: aggregate fast_1 and correct rate per TTT step with the normalised and
+    the sparse fast_1 reward; stars at each run's BoA step (does the optimum move later?)."""
+    panels = [("agg_fast_1", "aggregate fast$_1$ (%)", 100.0), ("correct_rate", "correct (%)", 100.0)]
+    title = style.get("title") or "Reward sparsification: normalised vs fast$_1$ reward (stars: BoA)"
+    _save(_comparison(table, panels, title), out, "testtime reward sparsification", provenance)
 
 
 #: Figures drawn from CSV tables (and JSON summaries) alone: name -> (function, its table arguments by input name).
@@ -387,6 +435,8 @@ TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "fig7": (fig7, ("per_task", "selection", "table8")),
     "rlvr_curve": (rlvr_curve, ("table",)),
     "deployable_selection": (deployable_selection, ("table",)),
+    "ttt_remedies": (ttt_remedies, ("table",)),
+    "reward_sparsification": (reward_sparsification, ("table",)),
 }
 
 
