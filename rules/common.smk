@@ -705,7 +705,10 @@ def analysis_targets():
     if ANALYSES["l1"]:
         out += [l1_table_file("logprob_variance.csv"), l1_table_file("full_l1.json")]
     if ANALYSES["deployable"]:  # open question 2 (§6.6)
-        out += [table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"), "figures/open_questions/deployable_selection.pdf"]
+        out += [
+            table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"),
+            "figures/open_questions/deployable_selection.pdf",
+        ]
     return out
 
 
