@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import dry_counts, run_snakemake
 from testtime import deployable as dp
 from testtime.selection import select
 
@@ -416,3 +417,67 @@ def test_comparison_figures_draw_from_their_table(tmp_path, figure):
     frames["table"].to_csv(tmp_path / "t.csv", index=False)
     render(figure, {"table": tmp_path / "t.csv"}, tmp_path / "f.pdf", {}, {"config_hash": "x"})
     assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")
+
+
+# ---------------------------------------------------------------- the workflow's plan
+
+
+FIGURE4 = {
+    "materialize_model": 1,
+    "prepare_tasks": 1,
+    "sample": 2,
+    "evaluate": 2,
+    "merge_evaluations": 2,
+    "select_samples": 1,
+    "fig4": 1,
+}
+NEW_RULES = (
+    "deployable_selection",
+    "deployable_selection_figure",
+    "ttt_remedies",
+    "ttt_remedies_figure",
+    "reward_sparsification",
+    "reward_sparsification_figure",
+)
+
+
+@pytest.mark.slow
+def test_open_question_targets_plan_in_all_and_figure_4_is_unchanged(clean_repo):
+    out = run_snakemake(["all", "-n"], cwd=clean_repo, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from conftest import job_counts
+
+    counts = job_counts(out.stdout)
+    for rule in NEW_RULES:
+        assert counts.get(rule) == 1, (rule, counts)
+    for path in (
+        "results/tables/smollm2-135m/bundled/deployable_selection.csv",
+        "figures/open_questions/deployable_selection.pdf",
+        "results/tables/ttt/remedies.csv",
+        "figures/open_questions/ttt_remedies.pdf",
+        "results/tables/ttt/reward_sparsification.csv",
+        "figures/open_questions/reward_sparsification.pdf",
+        "results/tables/probes/entropy-s42/seed42/probe.csv",
+        "results/tables/probes/kl-s42/seed42/probe.csv",
+        "results/ttt/fast1-s42/step3/metrics.json",
+    ):
+        assert path in out.stdout, path
+    assert counts["probe_score"] == 3  # main-s42 (probe.run, shared), entropy-s42, kl-s42
+    assert dry_counts(clean_repo, ["figures/fig4.pdf"]) == FIGURE4
+
+
+@pytest.mark.slow
+def test_switched_off_the_open_questions_plan_nothing(clean_repo):
+    off = "analyses:\n  deployable: false\nttt:\n  experiments:\n    remedies: []\n    reward_sparsification: []\n"
+    counts = dry_counts(clean_repo, ["all", "--configfile", "config/config.yaml"], off)
+    assert not set(NEW_RULES) & set(counts)
+    assert counts["probe_score"] == 1 and counts["ttt_step"] == 52 - 3 * 4  # the three variant runs are gone
+
+
+@pytest.mark.slow
+def test_kl_penalty_refuses_a_run_that_continues_a_trained_adapter(clean_repo):
+    (clean_repo / "trained.yaml").write_text("checkpoint:\n  use: trained\n")
+    out = run_snakemake(
+        ["results/ttt/kl-s42/step1/metrics.json", "-n", "--configfile", "config/config.yaml", "trained.yaml"], cwd=clean_repo
+    )
+    assert out.returncode != 0 and "ttt.runs.kl-s42.kl_to_start" in out.stdout + out.stderr
