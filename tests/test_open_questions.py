@@ -481,3 +481,67 @@ def test_kl_penalty_refuses_a_run_that_continues_a_trained_adapter(clean_repo):
         ["results/ttt/kl-s42/step1/metrics.json", "-n", "--configfile", "config/config.yaml", "trained.yaml"], cwd=clean_repo
     )
     assert out.returncode != 0 and "ttt.runs.kl-s42.kl_to_start" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_open_question_experiments_build_on_the_tiny_config(tmp_path):
+    """A real build in a fresh copy (config/test/config.yaml: 2 tasks, K = 3, 2 steps): the
+    remedies with the NLL probe of each run, the sparse-reward run, the deployable selection."""
+    import json
+
+    from conftest import copy_repo
+    from testtime.records import read_parquet, read_provenance
+
+    work = copy_repo(tmp_path / "repo")
+    targets = [
+        "results/tables/ttt/remedies.csv",
+        "results/tables/ttt/reward_sparsification.csv",
+        "results/tables/smollm2-135m/bundled/deployable_selection.csv",
+        "figures/open_questions/ttt_remedies.pdf",
+        "figures/open_questions/reward_sparsification.pdf",
+        "figures/open_questions/deployable_selection.pdf",
+        "results/tables/smollm2-135m/bundled/table3.csv",
+    ]
+    out = run_snakemake([*targets, "-c2", "--configfile", "config/test/config.yaml"], cwd=work, timeout=1800)
+    assert out.returncode == 0, out.stderr[-4000:]
+    for figure in targets[3:6]:
+        assert (work / figure).read_bytes().startswith(b"%PDF")
+
+    def metrics(run, step):
+        return json.loads((work / f"results/ttt/{run}/step{step}/metrics.json").read_text())
+
+    # the variants start where the paper's run starts: the same step-0 rollouts
+    step0 = {r: read_parquet(work / f"results/ttt/{r}/step0/rollouts.parquet") for r in ("main-s42", "entropy-s42", "kl-s42")}
+    assert step0["entropy-s42"]["token_ids"].map(list).tolist() == step0["main-s42"]["token_ids"].map(list).tolist()
+    assert (
+        metrics("entropy-s42", 1)["update"]["entropy_bonus"] == 0.01 and metrics("entropy-s42", 1)["update"]["entropy_mean"] > 0
+    )
+    assert metrics("kl-s42", 1)["update"]["kl_to_start_mean"] == pytest.approx(0.0, abs=1e-6)  # θ_0 is the start
+    assert metrics("kl-s42", 2)["update"]["kl_to_start_mean"] > 0
+    assert "entropy_bonus" not in metrics("main-s42", 1)["update"]
+    sparse = read_parquet(work / "results/ttt/fast1-s42/step1/evaluations.parquet")
+    assert set(sparse["reward"]) <= {0.0, 1.0}
+    assert (sparse["reward"] == ((sparse["correct"]) & (sparse["speedup"] > 1.0)).astype(float)).all()
+    # deviations recorded where the switches act, and nowhere else
+    assert read_provenance(work / "results/ttt/fast1-s42/step1/rollouts.parquet")["deviations_from_paper"]["ttt.reward"] == [
+        "fast_1",
+        "normalized",
+    ]
+    assert metrics("kl-s42", 1)["provenance"]["deviations_from_paper"]["ttt.kl_to_start"] == [0.1, 0.0]
+    assert "ttt.entropy_bonus" not in metrics("main-s42", 2)["provenance"]["deviations_from_paper"]
+    remedies = pd.read_csv(work / "results/tables/ttt/remedies.csv")
+    assert remedies["run"].unique().tolist() == ["main-s42", "entropy-s42", "kl-s42"]
+    assert remedies["mean_nll"].notna().all() and remedies.groupby("run")["boa"].sum().tolist() == [1, 1, 1]
+    prov = json.loads((work / "results/tables/ttt/remedies.csv.provenance.json").read_text())
+    assert prov["run_facts"]["entropy-s42"]["deviations_from_paper"]["ttt.entropy_bonus"] == [0.01, 0.0]
+    # at step 0 every variant's probe is the same checkpoint on the same samples
+    assert remedies[remedies["step"] == 0]["mean_nll"].nunique() == 1
+    sparsity = pd.read_csv(work / "results/tables/ttt/reward_sparsification.csv")
+    assert sparsity.groupby("run", sort=False)["reward"].first().to_dict() == {"main-s42": "normalized", "fast1-s42": "fast_1"}
+    deploy = pd.read_csv(work / "results/tables/smollm2-135m/bundled/deployable_selection.csv")
+    assert set(deploy["order"]) == set(dp.ORDERS) and deploy["m"].max() <= 4 and (deploy["n_seeds"] == 2).all()
+    table3 = pd.read_csv(work / "results/tables/smollm2-135m/bundled/table3.csv").set_index("strategy")["fast_1"]
+    last = deploy[deploy["m"] == deploy["m"].max()].set_index("order")["fast_1"]  # every candidate: Table 3's picks
+    assert last["surprisal"] == pytest.approx(table3["surprisal-guided"]) and last["random"] == pytest.approx(
+        table3["random-correct"]
+    )
