@@ -547,3 +547,12 @@ def test_open_question_experiments_build_on_the_tiny_config(tmp_path):
     assert last["surprisal"] == pytest.approx(table3["surprisal-guided"]) and last["random"] == pytest.approx(
         table3["random-correct"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["paper", "gpu"])
+def test_paper_and_gpu_configs_run_no_open_question_ttt(clean_repo, config):
+    """config/config.yaml is always loaded under them: they switch its variant runs off."""
+    counts = dry_counts(clean_repo, ["all", "--configfile", f"config/{config}.yaml"])
+    assert counts["deployable_selection"] == 1  # an analysis of the records they build anyway
+    assert not {"ttt_remedies", "reward_sparsification"} & set(counts)
