@@ -82,6 +82,11 @@ def table_file(model, suite, name):
     return f"results/tables/{model}/{suite}/{name}"
 
 
+def deployable_figure_file(model, suite):
+    """Open question 2's figure of one model and suite."""
+    return f"figures/open_questions/{model}/{suite}/deployable_selection.pdf"
+
+
 def ttt_table_file(name):
     return f"results/tables/ttt/{name}"
 
@@ -699,16 +704,16 @@ def analysis_targets():
     """The §5.2 / App. H analyses computed from the Best-of-N records (issue 12, item 1): Tables
     1, 7, 8 and 11, length_control.json and Figures 1 and 7 on run.model/run.suite; with
     analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1); with
-    analyses.deployable, the deployable selection of open question 2 and its figure."""
+    analyses.deployable, the deployable selection of open question 2 and its figure on
+    run.suite and on BoN-L1's suite."""
     names = ["table1.csv", "table7.csv", "table8.csv", "table11.csv", "length_control.json"]
     out = ["figures/fig1.pdf", "figures/fig7.pdf", *(table_file(RUN["model"], RUN["suite"], n) for n in names)]
     if ANALYSES["l1"]:
         out += [l1_table_file("logprob_variance.csv"), l1_table_file("full_l1.json")]
-    if ANALYSES["deployable"]:  # open question 2 (§6.6)
-        out += [
-            table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"),
-            "figures/open_questions/deployable_selection.pdf",
-        ]
+    if ANALYSES["deployable"]:  # open question 2 (§6.6), on run.suite and on BoN-L1's suite
+        suites = [RUN["suite"], *([ANALYSES["l1"]["suite"]] if ANALYSES["l1"] else [])]
+        for suite in dict.fromkeys(suites):
+            out += [table_file(RUN["model"], suite, "deployable_selection.csv"), deployable_figure_file(RUN["model"], suite)]
     return out
 
 

@@ -171,18 +171,18 @@ rule fig7:
 rule deployable_selection_figure:
     """Open question 2: fast_1 and evaluator calls against m per evaluation order."""
     input:
-        table=table_file(RUN["model"], RUN["suite"], "deployable_selection.csv"),
-        table_provenance=table_file(RUN["model"], RUN["suite"], "deployable_selection.csv.provenance.json"),
+        table=table_file("{model}", "{suite}", "deployable_selection.csv"),
+        table_provenance=table_file("{model}", "{suite}", "deployable_selection.csv.provenance.json"),
     output:
         figure=report(
-            "figures/open_questions/deployable_selection.pdf",
+            deployable_figure_file("{model}", "{suite}"),
             caption="../report/captions/deployable_selection_figure.rst",
             category="Figures",
             subcategory="Open questions",
         ),
-        provenance="figures/open_questions/deployable_selection.pdf.provenance.json",
+        provenance=deployable_figure_file("{model}", "{suite}") + ".provenance.json",
     log:
-        "results/logs/deployable_selection_figure.log",
+        "results/logs/deployable_selection_figure/{model}/{suite}.log",
     localrule: True
     conda:
         "../envs/analysis.yaml"
