@@ -59,7 +59,7 @@ rule ttt_all:
 
 
 rule analyses_all:
-    """Tables 1, 7, 8, 11, the §12 analyses and Figures 1 and 7: snakemake analyses_all."""
+    """Tables 1, 7, 8, 11, the §12 analyses, Figures 1 and 7 and the deployable selection: snakemake analyses_all."""
     input:
         analysis_targets(),
 

@@ -381,3 +381,82 @@ rule table7:
         code=code("table7"),
     script:
         "../workflow_scripts/table7.py"
+
+
+# The paper's open questions (§6.6) as experiments: the deployable selection here, the TTT
+# remedies and the reward sparsification with the TTT tables below.
+
+
+rule deployable_selection:
+    """Open question 2: rank all K samples by score, evaluate the top m in order, stop at the first correct one."""
+    input:
+        unpack(bon_records_input),
+    output:
+        table=report(
+            table_file("{model}", "{suite}", "deployable_selection.csv"),
+            caption="../report/captions/deployable_selection.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=table_file("{model}", "{suite}", "deployable_selection.csv.provenance.json"),
+    log:
+        "results/logs/deployable_selection/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        analysis="deployable_selection",
+        settings=analysis_params(),
+        code=code("bon_analysis"),
+    script:
+        "../workflow_scripts/bon_analysis.py"
+
+
+rule ttt_remedies:
+    """Open question 1: TTT with an entropy bonus or a KL penalty to the start against the paper's run (trajectory, NLL probe)."""
+    input:
+        unpack(remedies_input),
+    output:
+        table=report(
+            ttt_table_file("remedies.csv"),
+            caption="../report/captions/ttt_remedies.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=ttt_table_file("remedies.csv.provenance.json"),
+    log:
+        "results/logs/ttt_remedies.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        table="remedies",
+        spec=comparison_spec("remedies"),
+        code=code("ttt_tables"),
+    script:
+        "../workflow_scripts/ttt_tables.py"
+
+
+rule reward_sparsification:
+    """Open question 3: TTT with the sparse fast_1 reward against the normalised reward (trajectory, BoA step)."""
+    input:
+        unpack(sparsification_input),
+    output:
+        table=report(
+            ttt_table_file("reward_sparsification.csv"),
+            caption="../report/captions/reward_sparsification.rst",
+            category="Tables",
+            subcategory="Open questions",
+        ),
+        provenance=ttt_table_file("reward_sparsification.csv.provenance.json"),
+    log:
+        "results/logs/reward_sparsification.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        table="reward_sparsification",
+        spec=comparison_spec("reward_sparsification"),
+        code=code("ttt_tables"),
+    script:
+        "../workflow_scripts/ttt_tables.py"

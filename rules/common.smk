@@ -82,6 +82,11 @@ def table_file(model, suite, name):
     return f"results/tables/{model}/{suite}/{name}"
 
 
+def deployable_figure_file(model, suite):
+    """Open question 2's figure of one model and suite."""
+    return f"figures/open_questions/{model}/{suite}/deployable_selection.pdf"
+
+
 def ttt_table_file(name):
     return f"results/tables/ttt/{name}"
 
@@ -251,6 +256,12 @@ def ttt_step_input(wc):
     """Step 0 starts from the model; step s > 0 also reads step s-1's adapter, Adam state,
     rollouts, evaluations and metrics."""
     run = ttt_run(wc.run)
+    if run.get("kl_to_start") and ttt_start(wc.run)["lora"] == "continued":
+        # the update scores the starting policy with the LoRA disabled, which is p_0 only for a fresh LoRA
+        raise WorkflowError(
+            f"config key 'ttt.runs.{wc.run}.kl_to_start': the KL penalty needs a run whose LoRA starts fresh; "
+            "this run continues the trained checkpoint's adapter (set ttt.init: fresh)"
+        )
     step = int(wc.step)
     inputs = {"tasks": tasks_file(run["suite"]), "split": split_file(run["suite"]), "model": model_dir_input(run["model"])}
     if step > 0:
@@ -302,10 +313,16 @@ def transfer_input(wc):
 
 def probe_run(wc):
     """The probed TTT run, which must adapt the model and suite of the Best-of-N samples."""
-    run = ttt_run(wc.run)
+    return probed_run(wc.run)
+
+
+def probed_run(name, key="probe.run"):
+    """TTT run `name`'s settings, checked to adapt run.model on run.suite (`key` names the config
+    key that asked for its probe)."""
+    run = ttt_run(name)
     if (run["model"], run["suite"]) != (RUN["model"], RUN["suite"]):
         raise WorkflowError(
-            f"config key 'probe.run': run {wc.run!r} adapts {run['model']}/{run['suite']}, but the Best-of-N "
+            f"config key '{key}': run {name!r} adapts {run['model']}/{run['suite']}, but the Best-of-N "
             f"samples are {RUN['model']}/{RUN['suite']} (run.model/run.suite)"
         )
     return run
@@ -348,6 +365,40 @@ def transfer_table_input(wc):
         raise WorkflowError("config key 'ttt.experiments.transfer' lists no transfer")
     runs = sorted({s["source"] for s in spec.values()} | {s["target"] for s in spec.values()})
     return {"transfers": [f"results/ttt/transfer/{n}/metrics.json" for n in spec], "metrics": metrics_of(runs)}
+
+
+def probe_table_file(run, seed):
+    """The NLL probe table of TTT run `run` on the Best-of-N samples of `seed`."""
+    return f"results/tables/probes/{run}/seed{seed}/probe.csv"
+
+
+def comparison_input(key):
+    """The open questions' TTT comparisons (`ttt.experiments.remedies`, `reward_sparsification`):
+    every step's metrics of the compared runs; for the remedies also each run's NLL probe on the
+    Best-of-N samples of probe.seed."""
+    runs = experiment_runs(key)
+    inputs = {"metrics": metrics_of(runs)}
+    if key == "remedies":
+        for run in runs:
+            probed_run(run, "ttt.experiments.remedies")  # the probe needs run.model/run.suite
+        inputs["probes"] = [probe_table_file(run, PROBE["seed"]) for run in runs]
+        inputs["probe_provenance"] = [f"{probe_table_file(run, PROBE['seed'])}.provenance.json" for run in runs]
+    return inputs
+
+
+def remedies_input(wc):
+    return comparison_input("remedies")
+
+
+def sparsification_input(wc):
+    return comparison_input("reward_sparsification")
+
+
+def comparison_spec(key):
+    """What a comparison table depends on besides its inputs: the runs in order and the
+    early-stop patience (and for the remedies the probed Best-of-N seed)."""
+    spec = {"runs": EXPERIMENTS[key], "patience": EXPERIMENTS["early_stop_patience"]}
+    return {**spec, "probe_seed": PROBE["seed"]} if key == "remedies" else spec
 
 
 # ---------------------------------------------------------------- input functions of figures (rules/figures.smk)
@@ -638,13 +689,18 @@ def bon_targets():
 
 def ttt_targets():
     """The TTT tables of ttt.experiments (§9.5): Table 6 with Figures 3 and 5 when main runs are
-    listed, and Tables 4, 10, 12 and the transfer table when their experiment is set."""
+    listed, Tables 4, 10, 12 and the transfer table when their experiment is set, and the open
+    questions' remedies and reward-sparsification comparisons with their figures when listed."""
     out = []
     if EXPERIMENTS["main"]:
         out += [ttt_table_file("table6.csv"), "figures/fig3.pdf", "figures/fig5.pdf"]
     for key, name in (("subset2", "table4"), ("lr_sweep", "table10"), ("isolated", "table12"), ("transfer", "transfer")):
         if EXPERIMENTS[key]:
             out.append(ttt_table_file(f"{name}.csv"))
+    # the paper's open questions 1 and 3 (§6.6): TTT variants against the paper's run
+    for key, figure in (("remedies", "ttt_remedies"), ("reward_sparsification", "reward_sparsification")):
+        if EXPERIMENTS[key]:
+            out += [ttt_table_file(f"{key}.csv"), f"figures/open_questions/{figure}.pdf"]
     return out
 
 
@@ -664,11 +720,17 @@ def sdpo_targets():
 def analysis_targets():
     """The §5.2 / App. H analyses computed from the Best-of-N records (issue 12, item 1): Tables
     1, 7, 8 and 11, length_control.json and Figures 1 and 7 on run.model/run.suite; with
-    analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1)."""
+    analyses.l1 set, logprob_variance.csv and full_l1.json on that suite (BoN-L1); with
+    analyses.deployable, the deployable selection of open question 2 and its figure on
+    run.suite and on BoN-L1's suite."""
     names = ["table1.csv", "table7.csv", "table8.csv", "table11.csv", "length_control.json"]
     out = ["figures/fig1.pdf", "figures/fig7.pdf", *(table_file(RUN["model"], RUN["suite"], n) for n in names)]
     if ANALYSES["l1"]:
         out += [l1_table_file("logprob_variance.csv"), l1_table_file("full_l1.json")]
+    if ANALYSES["deployable"]:  # open question 2 (§6.6), on run.suite and on BoN-L1's suite
+        suites = [RUN["suite"], *([ANALYSES["l1"]["suite"]] if ANALYSES["l1"] else [])]
+        for suite in dict.fromkeys(suites):
+            out += [table_file(RUN["model"], suite, "deployable_selection.csv"), deployable_figure_file(RUN["model"], suite)]
     return out
 
 

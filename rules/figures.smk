@@ -166,3 +166,81 @@ rule fig7:
         code=code("figure"),
     script:
         "../workflow_scripts/figure.py"
+
+
+rule deployable_selection_figure:
+    """Open question 2: fast_1 and evaluator calls against m per evaluation order."""
+    input:
+        table=table_file("{model}", "{suite}", "deployable_selection.csv"),
+        table_provenance=table_file("{model}", "{suite}", "deployable_selection.csv.provenance.json"),
+    output:
+        figure=report(
+            deployable_figure_file("{model}", "{suite}"),
+            caption="../report/captions/deployable_selection_figure.rst",
+            category="Figures",
+            subcategory="Open questions",
+        ),
+        provenance=deployable_figure_file("{model}", "{suite}") + ".provenance.json",
+    log:
+        "results/logs/deployable_selection_figure/{model}/{suite}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="deployable_selection",
+        style=cfg("figures", "deployable_selection"),
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"
+
+
+rule ttt_remedies_figure:
+    """Open question 1: trajectory and NLL probe of the paper's TTT run and its regularised variants."""
+    input:
+        table=ttt_table_file("remedies.csv"),
+        table_provenance=ttt_table_file("remedies.csv.provenance.json"),
+    output:
+        figure=report(
+            "figures/open_questions/ttt_remedies.pdf",
+            caption="../report/captions/ttt_remedies_figure.rst",
+            category="Figures",
+            subcategory="Open questions",
+        ),
+        provenance="figures/open_questions/ttt_remedies.pdf.provenance.json",
+    log:
+        "results/logs/ttt_remedies_figure.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="ttt_remedies",
+        style=cfg("figures", "ttt_remedies"),
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"
+
+
+rule reward_sparsification_figure:
+    """Open question 3: TTT trajectories with the normalised and the sparse fast_1 reward."""
+    input:
+        table=ttt_table_file("reward_sparsification.csv"),
+        table_provenance=ttt_table_file("reward_sparsification.csv.provenance.json"),
+    output:
+        figure=report(
+            "figures/open_questions/reward_sparsification.pdf",
+            caption="../report/captions/reward_sparsification_figure.rst",
+            category="Figures",
+            subcategory="Open questions",
+        ),
+        provenance="figures/open_questions/reward_sparsification.pdf.provenance.json",
+    log:
+        "results/logs/reward_sparsification_figure.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        figure="reward_sparsification",
+        style=cfg("figures", "reward_sparsification"),
+        code=code("figure"),
+    script:
+        "../workflow_scripts/figure.py"

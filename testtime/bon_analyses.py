@@ -3,7 +3,8 @@
 Table 1 (the five strategies per task and seed), Table 8 (oracle speedups per task), Table 11
 (surprisal quartiles), the length-controlled correlation (§12.1), the log-prob variance per task
 with the surprisal-versus-confidence head-to-head (§12.3, §12.4), full-L1 oracle task success
-(§12.5) and Table 7 (compute accounting, §17). Small pure functions over DataFrames; the
+(§12.5), Table 7 (compute accounting, §17) and the deployable surprisal selection of the
+paper's open question 2 (testtime.deployable). Small pure functions over DataFrames; the
 registry :data:`ANALYSES` maps each output's name to its builder, which the ``bon_analysis``
 workflow script calls. Nothing here reads or writes files.
 """
@@ -20,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from testtime.analysis import FAST_THRESHOLD, fast_1, require_columns
+from testtime.deployable import deployable_facts, deployable_per_task, deployable_summary
 from testtime.sampling.harmony import span_column
 from testtime.selection import REGISTRY, selection_table
 
@@ -473,6 +475,11 @@ def _full_l1(records: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[dict[s
     return full_l1(records), {}
 
 
+def _deployable_selection(records: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    summary = deployable_summary(deployable_per_task(records, _cols(settings).score))
+    return summary, {"score_column": _cols(settings).score, "orders": deployable_facts(summary)}
+
+
 #: output name -> Analysis (Table 7 needs benchmark files too and has its own script).
 ANALYSES: dict[str, Analysis] = {
     a.name: a
@@ -483,6 +490,7 @@ ANALYSES: dict[str, Analysis] = {
         Analysis("length_control", _length_control),
         Analysis("logprob_variance", _logprob_variance),
         Analysis("full_l1", _full_l1),
+        Analysis("deployable_selection", _deployable_selection),
     )
 }
 

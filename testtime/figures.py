@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from testtime.selection import REGISTRY
@@ -338,6 +339,92 @@ def fig7(
     _save(fig, out, "testtime Figure 7", provenance)
 
 
+#: The deployable orders' colours and labels: those of the post-hoc strategy each equals at m = K.
+DEPLOYABLE_STRATEGY = {"surprisal": "surprisal-guided", "confidence": "confidence-guided", "random": "random-correct"}
+
+
+def deployable_selection(table: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Open question 2: (a) fast_1 (%) and (b) evaluator calls per task against m, the number of
+    top-ranked candidates the pipeline may evaluate, one line per order (testtime.deployable),
+    with a ±1 std band across seeds on (a)."""
+    plt = _pyplot()
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for order, g in table.groupby("order", sort=False):
+        g = g.sort_values("m")
+        strategy = REGISTRY.get(DEPLOYABLE_STRATEGY.get(order, ""))
+        color = strategy.color if strategy else "#888888"
+        y = g["fast_1"].to_numpy(dtype=float) * 100
+        std = g["fast_1_std"].fillna(0).to_numpy(dtype=float) * 100
+        ax_a.plot(g["m"], y, "-", color=color, label=f"{order} order", lw=1.6)
+        ax_a.fill_between(g["m"], y - std, y + std, color=color, alpha=0.15, lw=0)
+        ax_b.plot(g["m"], g["mean_calls"], "-", color=color, label=f"{order} order", lw=1.6)
+    m_max = int(table["m"].max())
+    ax_b.plot([1, m_max], [1, m_max], ":", color="#777777", lw=0.8, label="m (every candidate)")
+    for ax in (ax_a, ax_b):
+        ax.set_xscale("log", base=2)
+        ticks = [2**i for i in range(int(np.log2(m_max)) + 1)]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("m (top-ranked candidates the pipeline may evaluate)")
+        ax.legend(fontsize=7, loc="best")
+    ax_a.set_ylim(0, 105)
+    ax_a.set_ylabel("fast$_1$ of the returned sample (%)")
+    ax_a.set_title("(a) fast$_1$ (0 when none of the top m is correct)", fontsize=9)
+    ax_b.set_ylabel("evaluator calls per task")
+    ax_b.set_title("(b) calls: up to the first correct candidate", fontsize=9)
+    n_seeds, n_tasks = int(table["n_seeds"].max()), int(table["n_tasks"].max())
+    fig.suptitle(
+        style.get("title") or f"Deployable selection: rank by score, evaluate in order ({n_tasks} tasks x {n_seeds} seeds)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    _save(fig, out, "testtime deployable selection", provenance)
+
+
+def _comparison(table: pd.DataFrame, panels: list[tuple[str, str, float]], title: str) -> Any:
+    """TTT variants side by side (testtime.tables.compare_runs): one panel per ``(column, y
+    label, scale)``, one line per run labelled by its variant, a star at each run's BoA step."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    colors = ["#1f5fa8", "#d9534f", "#5cb85c", "#8e6bbf", "#f0ad4e", "#4d4d4d"]
+    for i, (run, g) in enumerate(table.groupby("run", sort=False)):
+        g = g.sort_values("step")
+        color = colors[i % len(colors)]
+        label = f"{run} ({g['variant'].iloc[0]})"
+        boa = g[g["boa"].astype(bool)]
+        for ax, (column, _, scale) in zip(axes[0], panels):
+            ax.plot(g["step"], g[column] * scale, "o-", color=color, ms=4, label=label)
+            ax.plot(boa["step"], boa[column] * scale, marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none")
+    for ax, (_, ylabel, _) in zip(axes[0], panels):
+        ax.set_xlabel("TTT step")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(sorted(table["step"].unique()))
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ttt_remedies(table: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Open question 1: the TTT trajectory (aggregate fast_1) and the NLL probe (mean NLL of the
+    fixed Best-of-N samples, bottom-quartile ρ) per step of the paper run and its entropy-bonus
+    and KL-penalty variants; stars at each run's BoA step."""
+    panels = [
+        ("agg_fast_1", "aggregate fast$_1$ (%)", 100.0),
+        ("mean_nll", "probe: mean NLL (nats)", 1.0),
+        ("rho_bottom_quartile", "probe: bottom-quartile ρ", 1.0),
+    ]
+    title = style.get("title") or "Over-sharpening remedies: trajectory and NLL probe (stars: BoA)"
+    _save(_comparison(table, panels, title), out, "testtime TTT remedies", provenance)
+
+
+def reward_sparsification(table: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Open question 3: aggregate fast_1 and correct rate per TTT step with the normalised and
+    the sparse fast_1 reward; stars at each run's BoA step (does the optimum move later?)."""
+    panels = [("agg_fast_1", "aggregate fast$_1$ (%)", 100.0), ("correct_rate", "correct (%)", 100.0)]
+    title = style.get("title") or "Reward sparsification: normalised vs fast$_1$ reward (stars: BoA)"
+    _save(_comparison(table, panels, title), out, "testtime reward sparsification", provenance)
+
+
 #: Figures drawn from CSV tables (and JSON summaries) alone: name -> (function, its table arguments by input name).
 #: The ``figure`` rule script reads the named inputs and calls :func:`render`.
 TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
@@ -347,6 +434,9 @@ TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "fig1": (fig1, ("table2", "table3", "ttt")),
     "fig7": (fig7, ("per_task", "selection", "table8")),
     "rlvr_curve": (rlvr_curve, ("table",)),
+    "deployable_selection": (deployable_selection, ("table",)),
+    "ttt_remedies": (ttt_remedies, ("table",)),
+    "reward_sparsification": (reward_sparsification, ("table",)),
 }
 
 

@@ -31,8 +31,14 @@ PG_KEYS: tuple[str, ...] = (
     "adam_beta2",
     "adam_eps",
 )
+#: The switches of the paper's open questions (§6.6) on a TTT run, with the paper's value: the
+#: entropy bonus and the KL penalty to the starting policy of the update (open question 1,
+#: testtime.pg.policy) and the sparse fast_1 reward (open question 3, testtime.pg.rewards). A
+#: run's settings hold them only when they differ from the paper's, so runs that do not use them
+#: keep their params, config hashes and finished steps.
+OPEN_QUESTION_KEYS: dict[str, Any] = {"entropy_bonus": 0.0, "kl_to_start": 0.0, "reward": "normalized"}
 #: Keys a TTT run may set; the rest of its settings come from the ``ttt`` section's defaults.
-RUN_KEYS: tuple[str, ...] = (*PG_KEYS, "tasks", "advantage", "init", "init_optimizer")
+RUN_KEYS: tuple[str, ...] = (*PG_KEYS, "tasks", "advantage", "init", "init_optimizer", *OPEN_QUESTION_KEYS)
 #: Settings shared by every step of every run (device, placement over the job's GPUs, numerics).
 SHARED_KEYS: tuple[str, ...] = ("device", "autocast", "shard", "gradient_checkpointing")
 
@@ -52,6 +58,9 @@ def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     resolved["suite"] = config["run"]["suite"]
     resolved.update(runs[name])
     resolved.update({key: ttt[key] for key in SHARED_KEYS})
+    for key, paper in OPEN_QUESTION_KEYS.items():
+        if resolved.get(key, paper) == paper:
+            resolved.pop(key, None)
     for registry, key in (("models", "model"), ("suites", "suite")):
         if resolved[key] not in config[registry]:
             raise ValueError(
@@ -62,7 +71,15 @@ def resolve_run(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 #: Settings only the update reads; step 0 (the starting checkpoint, sampled) does not depend on them.
-UPDATE_KEYS: tuple[str, ...] = ("lr", "adam_beta1", "adam_beta2", "adam_eps", "skip_zero_advantage")
+UPDATE_KEYS: tuple[str, ...] = (
+    "lr",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_eps",
+    "skip_zero_advantage",
+    "entropy_bonus",
+    "kl_to_start",
+)
 
 
 def step_settings(run: Mapping[str, Any], step: int | None = None) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def completion_logprobs(
     completions: Sequence[Sequence[int]],
     pad_id: int,
     autocast: str = "none",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_entropy: bool = False,
+) -> Any:
     """Per-token raw log-probs of ``completions`` after one shared prompt.
 
     ``model`` is a causal LM (a transformers model; PEFT-injected LoRA layers apply, as they
@@ -57,6 +58,8 @@ def completion_logprobs(
     where width is the longest completion; padded positions have mask 0 and log-prob 0.
     Gradients flow when called outside ``torch.no_grad``. Rows are right-padded and attention
     is causal, so a real token never attends to padding and no attention mask is needed.
+    ``with_entropy``: also return each position's entropy (``(logprobs, mask, entropy)``), the
+    update's entropy bonus (``ttt.entropy_bonus``).
     """
     if not completions or any(len(c) == 0 for c in completions):
         raise ValueError("completion_logprobs: every completion needs at least one token")
@@ -78,10 +81,20 @@ def completion_logprobs(
             rest = model(input_ids=ids[:, :-1], position_ids=positions, use_cache=True, **{cache_argument(model): cache})
             parts.append(rest.logits.float())
     logits = torch.cat(parts, dim=1)
-    # On a model split over GPUs (testtime.pg.placement) the logits come out on the last GPU:
-    # the vocabulary-wide tensor stays there and only the per-token log-probs come back.
-    lp = torch.log_softmax(logits, dim=-1).gather(-1, ids.to(logits.device)[:, :, None]).squeeze(-1).to(device)
-    return lp.masked_fill(~mask, 0.0), mask
+    return _token_logprobs(logits, ids, mask, device, with_entropy)
+
+
+def _token_logprobs(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, device: Any, with_entropy: bool) -> Any:
+    """``(logprobs, mask)`` of ``target`` under ``logits``, and with ``with_entropy`` the entropy
+    of each position's full distribution, ``-Σ_v p_v log p_v`` (nats; 0 on padding) as a third
+    element. On a model split over GPUs (testtime.pg.placement) the logits come out on the last
+    GPU: the vocabulary-wide tensors stay there and only per-token values come back."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    lp = log_p.gather(-1, target.to(logits.device)[:, :, None]).squeeze(-1).to(device)
+    if not with_entropy:
+        return lp.masked_fill(~mask, 0.0), mask
+    entropy = -(log_p.exp() * log_p).sum(-1).to(device)
+    return lp.masked_fill(~mask, 0.0), mask, entropy.masked_fill(~mask, 0.0)
 
 
 def sequence_logprobs(
@@ -90,7 +103,8 @@ def sequence_logprobs(
     completions: Sequence[Sequence[int]],
     pad_id: int,
     autocast: str = "none",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_entropy: bool = False,
+) -> Any:
     """:func:`completion_logprobs` without the shared prompt cache: every row runs prompt and
     completion as one sequence. The same numbers (up to float summation order) for K times the
     prompt's compute; what the update uses under gradient checkpointing, which replays each
@@ -109,9 +123,7 @@ def sequence_logprobs(
     with amp:
         # right padding under causal attention: no real token attends to padding, as above
         logits = model(input_ids=ids[:, :-1], use_cache=False, logits_to_keep=width).logits.float()
-    target = ids[:, n_prompt:].to(logits.device)
-    lp = torch.log_softmax(logits, dim=-1).gather(-1, target[:, :, None]).squeeze(-1).to(device)
-    return lp.masked_fill(~mask, 0.0), mask
+    return _token_logprobs(logits, ids[:, n_prompt:], mask, device, with_entropy)
 
 
 @torch.no_grad()

@@ -221,6 +221,95 @@ def equivalent_k_facts(table2: pd.DataFrame, ttt_summary: Mapping[str, Any]) -> 
 
 
 # --------------------------------------------------------------------------------------
+# The paper's open questions 1 and 3 (§6.6): TTT variants side by side
+# --------------------------------------------------------------------------------------
+
+#: The run switches the comparisons show, with the paper's values (testtime.runs.OPEN_QUESTION_KEYS).
+SWITCHES: dict[str, Any] = {"entropy_bonus": 0.0, "kl_to_start": 0.0, "reward": "normalized"}
+#: The update's diagnostics of the regularised runs (testtime.pg.policy): per rollout token under θ_{s-1}.
+UPDATE_DIAGNOSTICS = ("entropy_mean", "kl_to_start_mean")
+PROBE_COLUMNS = ("rho", "p", "rho_bottom_quartile", "p_bottom_quartile", "mean_nll")
+
+
+def run_switches(metrics: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per run, its open-question switches as its step records' provenance holds them (a run's
+    settings carry a switch only when it differs from the paper's value)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        ttt = m.get("provenance", {}).get("config", {}).get("ttt", {})
+        out[m["run"]] = {key: ttt.get(key, paper) for key, paper in SWITCHES.items()}
+    return out
+
+
+def variant_label(switches: Mapping[str, Any]) -> str:
+    """A run's variant in words: 'paper' or the switches it sets."""
+    parts = [f"{key} {value}" for key, value in switches.items() if value != SWITCHES[key]]
+    return ", ".join(parts) if parts else "paper"
+
+
+def compare_runs(
+    agg: pd.DataFrame,
+    per_task: pd.DataFrame,
+    metrics: Sequence[Mapping[str, Any]],
+    runs: Sequence[str],
+    patience: int = 1,
+    probes: Mapping[str, pd.DataFrame] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """TTT variants side by side, one row per run and step in ``runs`` order: the run's switches
+    and ``variant``, the Table 6 trajectory (aggregate fast_1, correct rate, mean speedup, mean
+    reward), the update's regulariser diagnostics where it had them, ``boa`` (the step is the
+    run's best-of-adaptation step) and, with ``probes`` (run -> its probe table), the NLL
+    probe's ρ(NLL, speedup) overall and in the bottom quartile and the mean NLL of the fixed
+    Best-of-N samples under that step's checkpoint. Facts: per run its variant, BoA step and
+    value, early-stop and final fast_1, and (probes) the mean NLL at step 0 and the last step."""
+    missing = [r for r in runs if r not in set(agg["run"])]
+    if missing:
+        raise ValueError(f"compare_runs: no step records of run(s) {missing}")
+    switches = run_switches(metrics)
+    sel = selection(agg, per_task, patience=patience).set_index("run")
+    updates = {(m["run"], m["step"]): m.get("update", {}) for m in metrics}
+    rows, facts = [], {}
+    for run in runs:
+        g = agg[agg["run"] == run].sort_values("step")
+        boa = int(sel.loc[run, "boa_step"])
+        probe = probes.get(run) if probes else None
+        if probe is not None and sorted(probe["step"]) != g["step"].tolist():
+            raise ValueError(f"compare_runs: the probe of run {run!r} covers steps {sorted(probe['step'])}, not the run's")
+        by_step = probe.set_index("step") if probe is not None else None
+        for r in g.itertuples():
+            row = {
+                "run": run,
+                "variant": variant_label(switches[run]),
+                **switches[run],
+                "step": int(r.step),
+                "rollouts": int(r.rollouts),
+                "agg_fast_1": float(r.agg_fast_1),
+                "correct_rate": float(r.correct_rate),
+                "mean_speedup": float(r.mean_speedup),
+                "mean_reward": float(r.mean_reward),
+                "boa": int(r.step) == boa,
+            }
+            update = updates.get((run, int(r.step)), {})
+            row.update({key: float(update.get(key, float("nan"))) for key in UPDATE_DIAGNOSTICS})
+            if by_step is not None:
+                row.update({key: float(by_step.loc[int(r.step), key]) for key in PROBE_COLUMNS})
+            rows.append(row)
+        facts[run] = {
+            "variant": variant_label(switches[run]),
+            **switches[run],
+            "boa_step": boa,
+            "boa_fast_1": float(sel.loc[run, "boa_fast_1"]),
+            "early_stop_step": int(sel.loc[run, "early_stop_step"]),
+            "final_fast_1": float(sel.loc[run, "final_fast_1"]),
+        }
+        if by_step is not None:
+            facts[run].update(
+                mean_nll_step0=float(by_step["mean_nll"].iloc[0]), mean_nll_last=float(by_step["mean_nll"].iloc[-1])
+            )
+    return pd.DataFrame(rows), {"runs": facts}
+
+
+# --------------------------------------------------------------------------------------
 # TTT tables by name: what the table rules build from their inputs
 # --------------------------------------------------------------------------------------
 
@@ -274,9 +363,24 @@ def _transfer(agg, per_task, spec, metrics, transfers, **_):  # noqa: ANN001, AN
     return {"table": transfer_table({t["transfer"]: t for t in transfers}, baselines, sources)}, {}
 
 
-#: table name -> builder(agg, per_task, spec, metrics=..., bon=..., transfers=...) returning
-#: ({output name: DataFrame}, summary facts). The table rules name their table in ``params``.
-TTT_TABLES = {"table6": _table6, "table4": _table4, "table10": _table10, "table12": _table12, "transfer": _transfer}
+def _compare(agg, per_task, spec, metrics, probes, **_):  # noqa: ANN001, ANN202
+    table, facts = compare_runs(agg, per_task, metrics, spec["runs"], spec["patience"], probes or None)
+    return {"table": table}, facts
+
+
+#: table name -> builder(agg, per_task, spec, metrics=..., bon=..., transfers=..., probes=...)
+#: returning ({output name: DataFrame}, summary facts). The table rules name their table in
+#: ``params``. ``remedies`` (open question 1, with the NLL probe of every run) and
+#: ``reward_sparsification`` (open question 3) compare TTT variants.
+TTT_TABLES = {
+    "table6": _table6,
+    "table4": _table4,
+    "table10": _table10,
+    "table12": _table12,
+    "transfer": _transfer,
+    "remedies": _compare,
+    "reward_sparsification": _compare,
+}
 
 
 def build_ttt_table(
@@ -285,11 +389,13 @@ def build_ttt_table(
     spec: Mapping[str, Any],
     bon: pd.DataFrame | None = None,
     transfers: Sequence[Mapping[str, Any]] = (),
+    probes: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], list[str], dict[str, Any]]:
-    """TTT table ``name`` from its runs' step metrics (and Table 4's Best-of-N records, or the
-    transfer metrics): ``(frames by output name, summary facts, upstream hashes, run facts)``."""
+    """TTT table ``name`` from its runs' step metrics (and Table 4's Best-of-N records, the
+    transfer metrics, or the runs' probe tables by run): ``(frames by output name, summary
+    facts, upstream hashes, run facts)``."""
     if name not in TTT_TABLES:
         raise ValueError(f"TTT table {name!r}: not one of {sorted(TTT_TABLES)}")
     agg, per_task, upstream, runs = load_runs(metrics)
-    frames, facts = TTT_TABLES[name](agg, per_task, spec, metrics=metrics, bon=bon, transfers=transfers)
+    frames, facts = TTT_TABLES[name](agg, per_task, spec, metrics=metrics, bon=bon, transfers=transfers, probes=probes)
     return frames, facts, upstream, runs

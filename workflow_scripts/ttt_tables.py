@@ -1,8 +1,11 @@
-"""A TTT table (Table 6, 4, 10, 12 or transfer) from its runs' per-step metrics; the rule names
-the table in params and the library builds it (testtime.tables.TTT_TABLES)."""
+"""A TTT table (Table 6, 4, 10, 12, transfer, or the open questions' remedies and reward
+sparsification) from its runs' per-step metrics; the rule names the table in params and the
+library builds it (testtime.tables.TTT_TABLES)."""
 
 import json
 from pathlib import Path
+
+import pandas as pd
 
 from _common import setup
 from testtime import provenance
@@ -19,7 +22,12 @@ def main(snakemake) -> None:  # noqa: ANN001
     name, spec, out = snakemake.params.table, snakemake.params.spec, snakemake.output
     bon = read_parquet(snakemake.input.bon) if "bon" in snakemake.input.keys() else None
     transfers = [read_json(p) for p in snakemake.input.get("transfers", [])]
-    frames, facts, upstream, runs = build_ttt_table(name, [read_json(p) for p in snakemake.input.metrics], spec, bon, transfers)
+    # the NLL probe of every compared run (open question 1): its table, named by the run
+    probes = {run: pd.read_csv(p) for run, p in zip(spec.get("runs", []), snakemake.input.get("probes", []))}
+    metrics = [read_json(p) for p in snakemake.input.metrics]
+    frames, facts, upstream, runs = build_ttt_table(name, metrics, spec, bon, transfers, probes)
+    for p in snakemake.input.get("probe_provenance", []):
+        upstream.append(read_json(p).get("config_hash"))
     if bon is not None:
         upstream.append(read_provenance(snakemake.input.bon).get("config_hash"))
     for key, frame in frames.items():

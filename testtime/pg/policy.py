@@ -9,6 +9,15 @@ advantages:
 * one Adam(β1, β2=0.95, eps: TTT 1e-12, RLVR 1e-8; no weight decay) step per sampled batch at a
   constant learning rate; the Adam state is carried across steps (fresh at step 0).
 
+Two switches of the paper's open question 1 (§6.6, over-sharpening), both 0 by default (the
+paper's loss, computed exactly as without them): ``entropy_bonus`` β_H subtracts
+β_H · Σ_rollouts Σ_tokens H(p_θ(·|prefix)) (the full next-token distribution's entropy, token
+summed like the loss), and ``kl_to_start`` β_KL adds β_KL · Σ_rollouts Σ_tokens k3(p_θ, p_0) to
+the starting policy p_0, scored on the rollout tokens with the LoRA disabled (which is p_0
+whenever the run's LoRA started fresh, B = 0; a run continuing a trained adapter is refused by
+the workflow). Any loop's run may set them (TTT does, through ``ttt.entropy_bonus`` and
+``ttt.kl_to_start``).
+
 The update also reports the sampler-vs-trainer KL estimates (``kl_sample_train_v1/v2``, the
 tinker-cookbook's) and, when asked, ``kl_post`` (old vs updated policy on the same tokens):
 RLVR's guardrails (§8) read them.
@@ -40,6 +49,22 @@ def pg_loss(logprobs: Any, sampler_logprobs: Any, adv: Any, mask: Any) -> Any:
     ratio = torch.exp(logprobs - sampler_logprobs.detach())
     weight = adv if adv.dim() == 2 else adv[:, None]
     return -(ratio * weight * mask).sum()
+
+
+def entropy_sum(entropy: Any, mask: Any, weights: Any) -> Any:
+    """``Σ_rows w_r Σ_tokens H_t``: the token-summed entropy of the policy's next-token
+    distributions along the rollouts (``weights``: copies of each merged completion), which the
+    entropy bonus (``entropy_bonus`` x this) subtracts from the loss."""
+    return (entropy * mask * weights[:, None]).sum()
+
+
+def kl_to_start_sum(logprobs: Any, start_logprobs: Any, mask: Any, weights: Any) -> Any:
+    """``Σ_rows w_r Σ_tokens k3_t`` with ``k3 = exp(log p_0 - log p_θ) - (log p_0 - log p_θ) - 1``
+    (Schulman's estimator, GRPO's KL penalty): non-negative, 0 where θ agrees with the starting
+    policy p_0 on a token, its gradient ``(1 - p_0/p_θ) ∇ log p_θ`` pulls log p_θ back toward
+    log p_0. The ``kl_to_start`` penalty adds ``kl_to_start`` x this to the loss."""
+    delta = start_logprobs.detach() - logprobs
+    return ((delta.exp() - delta - 1.0) * mask * weights[:, None]).sum()
 
 
 class LoraPolicy:
@@ -144,6 +169,10 @@ class LoraPolicy:
         if stats["all_zero_advantage"] and self.run["skip_zero_advantage"]:
             stats.update(skipped=True, loss=0.0, grad_norm=0.0, n_tokens=0, n_unique=0, max_abs_log_ratio=0.0)
             return stats
+        # open question 1's regularisers (0: the paper's loss, and nothing extra is computed)
+        entropy_bonus = float(self.run.get("entropy_bonus", 0.0))
+        kl_to_start = float(self.run.get("kl_to_start", 0.0))
+        entropy_total, kl_total = 0.0, 0.0
         # Σ (q - logp) and Σ (q - logp)^2 / 2 over tokens: the cookbook's kl_sample_train_v1/v2
         kl_v1, kl_v2 = 0.0, 0.0
         before: list[tuple[Any, Any, Any]] = []  # (group, rows, logp before the step) for kl_post
@@ -151,16 +180,31 @@ class LoraPolicy:
         loss_total, n_tokens, max_log_ratio, n_unique = 0.0, 0, 0.0, 0
         for group in batch:
             # copies of one completion add their advantages (the loss is linear in A)
-            comps, qs, advs, _ = merge_duplicates(group["completions"], group["sampler_logprobs"], group["advantages"])
+            comps, qs, advs, copies = merge_duplicates(group["completions"], group["sampler_logprobs"], group["advantages"])
             n_unique += len(comps)
             for start in range(0, len(comps), chunk):
                 rows = comps[start : start + chunk]
-                lp, mask = logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
+                scored = logprobs(
+                    self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"], with_entropy=entropy_bonus > 0
+                )
+                lp, mask = scored[0], scored[1]
                 q = torch.zeros_like(lp)
                 for r, lps in enumerate(qs[start : start + chunk]):
                     q[r, : len(lps)] = torch.tensor(lps, dtype=q.dtype)
                 adv = advantage_tensor(advs[start : start + chunk], lp)
                 loss = pg_loss(lp, q, adv, mask)
+                if entropy_bonus or kl_to_start:
+                    weights = torch.tensor(copies[start : start + chunk], dtype=lp.dtype, device=lp.device)
+                if entropy_bonus:
+                    entropy = entropy_sum(scored[2], mask, weights)
+                    loss = loss - entropy_bonus * entropy
+                    entropy_total += float(entropy.detach())
+                if kl_to_start:
+                    with torch.no_grad(), self.peft.disable_adapter():
+                        start_lp, _ = logprobs(self.model, group["prompt_ids"], rows, self.pad_id, self.run["autocast"])
+                    kl = kl_to_start_sum(lp, start_lp, mask, weights)
+                    loss = loss + kl_to_start * kl
+                    kl_total += float(kl.detach())
                 loss.backward()
                 loss_total += float(loss.detach())
                 n_tokens += int(mask.sum())
@@ -182,6 +226,12 @@ class LoraPolicy:
             kl_sample_train_v1=kl_v1 / max(n_tokens, 1),
             kl_sample_train_v2=kl_v2 / max(n_tokens, 1),
         )
+        # per rollout token (copies counted): before the step, under θ_{s-1}
+        n_rollout_tokens = sum(len(c) for g in batch for c in g["completions"])
+        if entropy_bonus:
+            stats.update(entropy_bonus=entropy_bonus, entropy_mean=entropy_total / max(n_rollout_tokens, 1))
+        if kl_to_start:
+            stats.update(kl_to_start=kl_to_start, kl_to_start_mean=kl_total / max(n_rollout_tokens, 1))
         if kl_post:
             total = 0.0
             with torch.no_grad():

@@ -28,6 +28,9 @@ MIN_BASELINE = 1e-6
 HISTORY_APPEND = ("positive", "correct")
 #: Advantage modes (``ttt.advantage``, ``rlvr.advantage``).
 ADVANTAGE_MODES = ("global", "group", "group_mean")
+#: What a rollout is rewarded with (``ttt.reward``): the normalised speedup (the paper) or the
+#: sparse fast_1 indicator (the paper's open question 3, reward sparsification).
+REWARD_MODES = ("normalized", "fast_1")
 
 
 def normalized_rewards(
@@ -69,6 +72,13 @@ def normalized_rewards(
             if sp > 0 or append == "correct":
                 h.append(sp)
     return rewards, baselines, {k: list(v) for k, v in sorted(hist.items())}
+
+
+def sparse_rewards(correct: Sequence[bool], speedup: Sequence[float]) -> np.ndarray:
+    """The thresholded reward of open question 3: 1.0 when the rollout is correct and faster
+    than the reference (its fast_1), else 0.0; ``reward_bonus`` is not added (rewards stay in
+    {0, 1})."""
+    return fast_1(np.asarray(correct, dtype=bool), np.asarray(speedup, dtype=float)).astype(float)
 
 
 def advantages(rewards: Sequence[float], groups: Sequence[Any] | None = None, mode: str = "global") -> np.ndarray:
@@ -137,7 +147,8 @@ def score_step(
 ) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     """Evaluations with ``reward``, ``reward_baseline`` and ``advantage`` (NaN when the run has
     no ``advantage`` mode: SDPO) added, in evaluation order (task, then sample index), and the
-    reward history after this step."""
+    reward history after this step. ``reward`` is the normalised reward, or with the run's
+    ``reward: fast_1`` the sparse {0, 1} one (:func:`sparse_rewards`)."""
     keys = ["problem_id", "sample_index"]
     ev = evaluations.sort_values(keys, kind="mergesort").reset_index(drop=True)
     rewards, baselines, new_history = normalized_rewards(
@@ -149,6 +160,13 @@ def score_step(
         bonus=run["reward_bonus"],
         append=run.get("reward_history", "positive"),
     )
+    # ttt.reward (absent: the paper's normalised reward). The history and the baselines are kept
+    # either way, so a sparse run's records still show what the normalised reward would have been.
+    reward_mode = run.get("reward", "normalized")
+    if reward_mode == "fast_1":
+        rewards = sparse_rewards(ev["correct"].astype(bool).tolist(), ev["speedup"].astype(float).tolist())
+    elif reward_mode != "normalized":
+        raise ValueError(f"ttt.reward: unknown reward {reward_mode!r}; choose one of {REWARD_MODES}")
     ev["reward"] = rewards
     ev["reward_baseline"] = baselines
     # SDPO logs the reward only (§10.2): its advantages are per token, computed at the update.
