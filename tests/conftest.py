@@ -80,6 +80,46 @@ def make_lora_policy(ttt_backend):
     return make
 
 
+#: A short chat prompt for the real-model update tests (test_ttt, test_open_questions).
+PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def drawn(ttt_backend):
+    """Four completions of ``PROMPT`` by the embedded model (temperature 1, 10 tokens, seed 1234)."""
+    from testtime.sampling import SamplingParams
+
+    return ttt_backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
+
+
+def batch_of(policy, drawn, adv):  # noqa: ANN001
+    """An update batch of ``drawn`` under ``PROMPT`` with advantages ``adv``, sampler log-probs
+    scored by the policy's model as it is now."""
+    from testtime.scoring import score_completions
+
+    prompt_ids = policy.backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
+    comps = [c.token_ids for c in drawn]
+    q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
+    return [{"prompt_ids": prompt_ids, "completions": comps, "sampler_logprobs": q, "advantages": list(adv)}]
+
+
+def lora_state(policy):  # noqa: ANN001
+    """A copy of the policy's trainable (LoRA) parameters by name."""
+    return {n: p.detach().clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
+
+
+#: Figure 4's plan on the embedded default from an unbuilt copy: what no other output may change.
+FIGURE4_PLAN = {
+    "materialize_model": 1,
+    "prepare_tasks": 1,
+    "sample": 2,
+    "evaluate": 2,
+    "merge_evaluations": 2,
+    "select_samples": 1,
+    "fig4": 1,
+}
+
+
 def job_counts(stdout: str) -> dict[str, int]:
     """Per-rule counts from the 'Job stats' table of a Snakemake run or dry run ({} when nothing is to be done)."""
     if "Job stats" not in stdout:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import dry_counts, run_snakemake
+from conftest import FIGURE4_PLAN, batch_of, dry_counts, lora_state, run_snakemake
 from testtime import deployable as dp
 from testtime.selection import select
 
@@ -213,29 +213,6 @@ def test_kl_penalty_gradient_pulls_the_token_log_prob_toward_the_start():
     assert float(lp.grad.abs().max()) == 0.0  # at the start (step 1 of a fresh LoRA): no pull
 
 
-PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def drawn(ttt_backend):
-    from testtime.sampling import SamplingParams
-
-    return ttt_backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
-
-
-def batch_of(policy, drawn, adv):
-    from testtime.scoring import score_completions
-
-    prompt_ids = policy.backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
-    comps = [c.token_ids for c in drawn]
-    q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
-    return [{"prompt_ids": prompt_ids, "completions": comps, "sampler_logprobs": q, "advantages": list(adv)}]
-
-
-def lora_state(policy):
-    return {n: p.detach().clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
-
-
 def batch_entropy_and_kl(policy, batch):
     """Token-summed entropy under the policy and k3 KL to its LoRA-disabled start, on the batch."""
     import torch
@@ -424,15 +401,6 @@ def test_comparison_figures_draw_from_their_table(tmp_path, figure):
 # ---------------------------------------------------------------- the workflow's plan
 
 
-FIGURE4 = {
-    "materialize_model": 1,
-    "prepare_tasks": 1,
-    "sample": 2,
-    "evaluate": 2,
-    "merge_evaluations": 2,
-    "select_samples": 1,
-    "fig4": 1,
-}
 NEW_RULES = (
     "deployable_selection",
     "deployable_selection_figure",
@@ -467,7 +435,7 @@ def test_open_question_targets_plan_in_all_and_figure_4_is_unchanged(clean_repo)
     ):
         assert path in out.stdout, path
     assert counts["probe_score"] == 3  # main-s42 (probe.run, shared), entropy-s42, kl-s42
-    assert dry_counts(clean_repo, ["figures/fig4.pdf"]) == FIGURE4
+    assert dry_counts(clean_repo, ["figures/fig4.pdf"]) == FIGURE4_PLAN
 
 
 @pytest.mark.slow

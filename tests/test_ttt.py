@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import PROMPT, ROOT, batch_of, lora_state
 from testtime import runs
 from testtime.config import validate
 from testtime.pg import policy as ttt_policy
@@ -143,15 +143,6 @@ def test_schema_rejects_unknown_run_keys_and_keeps_run_overrides_sparse():
 # The real model: scoring, the update, save/resume
 # --------------------------------------------------------------------------------------
 
-PROMPT = "<|im_start|>user\nWrite one line of Python that adds a and b.<|im_end|>\n<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def drawn(ttt_backend):
-    from testtime.sampling import SamplingParams
-
-    return ttt_backend.sample(PROMPT, 4, 1234, SamplingParams(temperature=1.0, max_new_tokens=10))
-
 
 def test_cached_prompt_scoring_matches_sampling_records_and_full_rescoring(ttt_backend, drawn):
     from testtime.scoring import score_completions
@@ -164,19 +155,6 @@ def test_cached_prompt_scoring_matches_sampling_records_and_full_rescoring(ttt_b
         assert len(a) == len(c.token_logprobs)
         assert np.abs(np.array(a) - np.array(c.token_logprobs)).max() < 1e-4  # the sampler's own numbers
         assert np.abs(np.array(a) - np.array(b)).max() < 1e-4
-
-
-def batch_of(policy, drawn, adv):
-    from testtime.scoring import score_completions
-
-    prompt_ids = policy.backend.tokenizer(PROMPT, add_special_tokens=False).input_ids
-    comps = [c.token_ids for c in drawn]
-    q = score_completions(policy.model, prompt_ids, comps, policy.pad_id)
-    return [{"prompt_ids": prompt_ids, "completions": comps, "sampler_logprobs": q, "advantages": list(adv)}]
-
-
-def lora_state(policy):
-    return {n: p.detach().clone() for n, p in policy.peft.named_parameters() if p.requires_grad}
 
 
 def test_update_moves_logprobs_along_the_advantages_and_resumes_exactly(make_lora_policy, drawn, tmp_path):
