@@ -2,7 +2,7 @@
 against KernelBench's ``eval_kernel_against_ref``, on the same card in the same run.
 
 Usage: python benchmarks/bench_gpu_throughput.py --data PARQUET [--kernelbench KB/src]
-       [--candidates 2] [--ids 4 12 ...] [--modes cli,rule,kernelbench]
+       [--candidates 2] [--ids 4 12 ...] [--modes cli,rule,kernelbench] [--kb-devices 1 2 3]
 
 Tasks: the 20 KernelBench L1 eval tasks of the seed-42 split at full size (or ``--ids``). Every
 candidate is the reference's own forward body (identical code), so every verdict must be correct
@@ -19,6 +19,12 @@ imports included:
 
 Prints per mode the wall time, candidates per minute, correct counts and speedup percentiles
 (p5/p50/p95 of identical code); with ``kernelbench``, the ratio of candidates per minute.
+
+``--kb-devices``: KernelBench's tasks are shared out over these GPUs (one task at a time on
+each) and run while ours run on the first visible GPU; its candidates per minute are then per
+GPU: candidates over the sum of its per-task times, as if one GPU had run them in turn.
+(KernelBench draws full-size inputs on the CPU: on an H200 host four tasks took over 100 s
+each, more than one call on the device allows for all 20 in turn.)
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -153,9 +160,26 @@ def run_rule(tasks: list, files: dict, timeout: float, workdir: Path) -> tuple[f
     return wall, pd.read_parquet(paths[3]).to_dict("records")
 
 
-def run_kernelbench(files: dict, kb_src: str, timeout: float) -> tuple[float, list[dict]]:
+def run_kernelbench(files: dict, kb_src: str, timeout: float, devices: list[str] | None = None) -> tuple[float, list[dict]]:
+    """KernelBench on every task: in turn on the visible GPU, or shared out over ``devices``;
+    returns the GPU time (the sum of the shards' walls: one GPU's time for all of it) and the verdicts."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [kb_src, os.environ.get("PYTHONPATH")]))}
-    return _per_task("kernelbench", files, [sys.executable, "-c", KB_DRIVER], timeout, env)
+    command = [sys.executable, "-c", KB_DRIVER]
+    if not devices:
+        return _per_task("kernelbench", files, command, timeout, env)
+    items = list(files.items())
+    results: list[tuple[float, list[dict]]] = []
+
+    def shard(i: int) -> None:
+        part = dict(items[i :: len(devices)])
+        results.append(_per_task("kernelbench", part, command, timeout, {**env, "CUDA_VISIBLE_DEVICES": devices[i]}))
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(len(devices))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(wall for wall, _ in results), [v for _, verdicts in results for v in verdicts]
 
 
 def main() -> None:
@@ -166,6 +190,9 @@ def main() -> None:
     ap.add_argument("--ids", type=int, nargs="*")
     ap.add_argument("--modes", default="cli,rule,kernelbench")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per subprocess")
+    ap.add_argument(
+        "--kb-devices", nargs="*", help="GPUs to share KernelBench's tasks over, beside ours (CUDA_VISIBLE_DEVICES values)"
+    )
     args = ap.parse_args()
     suite = load_suite({"source": args.data, "level": 1, "sizes": "full"})
     ids = args.ids or make_split([t.problem_id for t in suite], seed=42)["eval"]
@@ -175,14 +202,24 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         files = _write_candidates(tasks, args.candidates, Path(tmp))
+        kb: list[tuple[float, list[dict]]] = []
+        kb_thread = None
+        if "kernelbench" in modes:
+            if not args.kernelbench:
+                sys.exit("--kernelbench: the directory holding KernelBench's kernelbench package is needed")
+            kb_thread = threading.Thread(
+                target=lambda: kb.append(run_kernelbench(files, args.kernelbench, args.timeout, args.kb_devices))
+            )
+            kb_thread.start()
+            if not args.kb_devices:  # one GPU: KernelBench alone first, as before
+                kb_thread.join()
         if "cli" in modes:
             rates["cli"] = _report("cli", *run_cli(files, args.timeout))
         if "rule" in modes:
             rates["rule"] = _report("rule", *run_rule(tasks, files, args.timeout, Path(tmp)))
-        if "kernelbench" in modes:
-            if not args.kernelbench:
-                sys.exit("--kernelbench: the directory holding KernelBench's kernelbench package is needed")
-            wall, verdicts = run_kernelbench(files, args.kernelbench, args.timeout)
+        if kb_thread is not None:
+            kb_thread.join()
+            wall, verdicts = kb[0]
             rates["kernelbench"] = _report("kernelbench", wall, verdicts)
             inside = [v["seconds"] for v in verdicts if "seconds" in v]
             if inside:

@@ -14,6 +14,7 @@ is not a defence.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -254,6 +255,15 @@ ATTACKS = [
         "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)",
         RELU,
         "return torch.relu(x)",
+        ("runtime_error",),  # the seal (sandbox.no_processes): EPERM
+    ),
+    (
+        # naming an extension builder leaves a candidate unsealed (it may need a compiler): its
+        # fork works, and the child left running is caught
+        "H13-fork-unsealed-runtime",
+        "# load_inline\nimport os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)",
+        RELU,
+        "return torch.relu(x)",
         ("tampering",),
     ),
     (
@@ -424,8 +434,89 @@ def test_own_timing_gains_nothing(name, body):
     if not result.correct:
         rejected(result, "tampering", "runtime_error")
         return
-    assert result.timing_method == "parent_clock"
+    assert result.timing_method == "worker_cpu_clock"
     assert result.speedup < 10, f"{name}: speedup {result.speedup:.2f} from forging its own timing"
+
+
+# H25: work moved off the clock. A hardened CPU candidate is timed by its worker's process CPU
+# clock (every thread, exited ones too), sealed before it loads against starting processes.
+# A child process that computes the output into shared memory, a spawned interpreter, a thread
+# that does all the work and exits before the reply, a seccomp filter of its own that would
+# blur the parent's count of the seal: each is refused, or timed at what it costs.
+FORKED_WORK = """import mmap, os
+buf = mmap.mmap(-1, x.numel() * x.element_size())
+out = torch.frombuffer(buf, dtype=x.dtype).view(x.shape)
+pid = os.fork()
+if pid == 0:
+    torch.clamp(x, min=0, out=out)
+    os._exit(0)
+os.waitpid(pid, 0)
+return out.clone()"""
+SPAWNED_WORK = """import subprocess, sys
+subprocess.run([sys.executable, '-c', 'sum(range(10**6))'], check=True)
+return torch.relu(x)"""
+POSIX_SPAWNED_WORK = """import os
+pid = os.posix_spawn('/bin/true', ['true'], {})
+os.waitpid(pid, 0)
+return torch.relu(x)"""
+THREAD_DOES_THE_WORK = """import threading
+box = []
+def work():
+    for _ in range(20):
+        y = torch.relu(x)
+    box.append(y)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+return box[0]"""
+OWN_FILTER = """import ctypes
+class F(ctypes.Structure):
+    _fields_ = [('code', ctypes.c_uint16), ('jt', ctypes.c_uint8), ('jf', ctypes.c_uint8), ('k', ctypes.c_uint32)]
+class P(ctypes.Structure):
+    _fields_ = [('len', ctypes.c_uint16), ('filter', ctypes.POINTER(F))]
+allow = (F * 1)(F(0x06, 0, 0, 0x7FFF0000))
+libc = ctypes.CDLL(None)
+libc.prctl(38, 1, 0, 0, 0)
+assert libc.syscall(317, 1, 0, ctypes.byref(P(1, allow))) == 0
+"""
+
+
+@pytest.mark.parametrize(
+    "name, body",
+    [("H25-forked-child", FORKED_WORK), ("H25-subprocess", SPAWNED_WORK), ("H25-posix-spawn", POSIX_SPAWNED_WORK)],
+    ids=["H25-forked-child", "H25-subprocess", "H25-posix-spawn"],
+)
+def test_a_candidate_starts_no_process_to_work_off_its_clock(name, body):
+    result = run(body, screened="return torch.relu(x)")  # screen bypassed: os, subprocess
+    rejected(result, "runtime_error")
+    assert "not permitted" in result.error_message, result.error_message
+
+
+def test_a_thread_that_did_the_work_and_exited_is_on_the_clock():
+    result = run(THREAD_DOES_THE_WORK, screened="return torch.relu(x)")  # screen bypassed: threading
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    assert result.timing_method == "worker_cpu_clock"
+    # the thread's 20 relus are its time: far slower than one relu, never free (were the
+    # thread's time missed, the call would cost the harness's share alone: many times faster)
+    assert result.speedup < 1.0, f"speedup {result.speedup:.2f} with the work on an exited thread"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the attack's syscall number is x86_64's")
+def test_a_seccomp_filter_of_its_own_puts_a_candidate_back_on_the_wall_clock():
+    # a full module: the filter is added while it loads, after the seal; the count is off by one
+    source = RELU + "\n" + OWN_FILTER + "\nclass ModelNew(Model):\n    pass\n"
+    result = evaluate_one(RELU, source, SETTINGS, "return torch.relu(x)")  # screen bypassed: ctypes
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    assert result.timing_method == "parent_clock" and "wall_clock" in result.flags
+
+
+def test_a_candidate_that_builds_an_extension_is_timed_by_the_wall_clock():
+    # it needs compiler processes (loading or at its first call), so it is not sealed against
+    # starting processes, and its CPU clock alone would miss their work
+    body = "from torch.utils.cpp_extension import load_inline  # not called\nreturn torch.relu(x)"
+    result = run(body)
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    assert result.timing_method == "parent_clock" and "wall_clock" in result.flags
 
 
 def test_parallel_threads_cannot_leave_the_allotted_core():
@@ -512,19 +603,28 @@ DAEMONS = [
     ("sleeping", "import time; time.sleep(600)", "forward"),
     ("cpu-burning", "while True: pass", "forward"),
     ("sleeping-from-load", "import time; time.sleep(600)", "load"),
+    ("sleeping-unsealed", "import time; time.sleep(600)", "unsealed"),
 ]
 
 
 @pytest.mark.parametrize("name, work, where", DAEMONS, ids=[d[0] for d in DAEMONS])
 def test_a_daemon_dies_with_its_evaluation(name, work, where):
     marker = f"testtime-attack-{uuid.uuid4().hex}"
-    if where == "forward":
-        body = "import os, sys\n" + _daemon(marker, work) + "return torch.relu(x)"
+    if where in ("forward", "unsealed"):
+        # "unsealed": naming an extension builder, the candidate may start processes; its daemon is killed
+        body = (
+            ("# load_inline\n" if where == "unsealed" else "")
+            + "import os, sys\n"
+            + _daemon(marker, work)
+            + "return torch.relu(x)"
+        )
         source = candidate_source(body, RELU)
     else:  # module level of a full ModelNew module: runs while the candidate loads
         source = RELU + "\nimport os, sys\n" + _daemon(marker, work) + "\nclass ModelNew(Model):\n    pass\n"
     result = evaluate_one(RELU, source, SETTINGS, "return torch.relu(x)")  # screen bypassed on purpose
-    rejected(result, "tampering")
+    # the candidate was sealed before loading (sandbox.no_processes), so its fork is refused,
+    # from forward or while loading; a daemon left over by an unsealed one is caught
+    rejected(result, *(("tampering",) if where == "unsealed" else ("runtime_error", "load_error")))
     assert _alive(marker) == [], "a process started by the candidate outlived its evaluation"
 
 

@@ -83,8 +83,10 @@ HARNESS_PROBE_PAIRS = 8
 # benchmarks/bench_kernelbench_eval.py: the bootstrap CI of one evaluation's pairs alone contained
 # 1.0 for 46/60 identical candidates on the 2-core CPU (p5 0.662, p95 1.104) and 35/40 on an H200;
 # widened by these it must reach the nominal level (docs/evaluator.md, "Calibration"). CPU: 0.155
-# reached 56/60 under a load average of 4-6 on the 2 cores (sessions 5 and 6), 0.2 reached 57/60.
-CI_SPREAD = {"cpu": 0.2, "cuda": 0.0115}
+# reached 56/60 under a load average of 4-6 on the 2 cores (sessions 5 and 6), 0.2 reached 57/60
+# on the parent's wall clock; on the workers' CPU clocks beside two busy processes (session 7)
+# 0.05 reached 59/60 and 0.1 60/60.
+CI_SPREAD = {"cpu": 0.1, "cuda": 0.0115}
 # Percentile-bootstrap resamples for the speedup CI: 2000 keeps the 2.5/97.5% percentiles stable to
 # about a percent for the 5-20 pairs we time, and costs milliseconds.
 BOOTSTRAP_RESAMPLES = 2000
@@ -238,7 +240,9 @@ class _Worker:
     """A worker process under its keeper (``worker.supervise``), and the parent's end of its
     socket. ``keeper`` and ``pid`` are the two processes' ids."""
 
-    def __init__(self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str):
+    def __init__(
+        self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str, seal: bool = False
+    ):
         # a hardened candidate is checked for processes and threads after every answer (under
         # KernelBench's protocol too, whatever it started dies with it, unchecked)
         self.contained = role == "candidate" and settings.hardened
@@ -247,7 +251,7 @@ class _Worker:
         self.ready_scheduling: set[tuple[Any, ...]] = set()
         parent_end, child_end = socket.socketpair()
         pid_read, pid_write = os.pipe()
-        worker_settings = settings.worker_settings()
+        worker_settings = {**settings.worker_settings(), "seal": seal}
         # A plain fork, not multiprocessing: this class reaps its own processes, and multiprocessing
         # would keep polling (and at exit SIGTERM) pids it never saw exit.
         keeper = os.fork()
@@ -280,6 +284,11 @@ class _Worker:
         self.fd = parent_end.fileno()
         self.timeout = settings.timeout_s
         self.region: mmap.mmap | None = None
+        self.copies: dict[str, bytearray] = {}  # exchange's output copies, per op
+        # exchange also reads this worker's process CPU clock: always for trusted roles; for a
+        # candidate sealed before it loaded, once the parent has counted its seccomp filters
+        self.cpu_clock = role != "candidate"
+        self.seal = seal
         # GPU: the resident-memory cap the parent enforces while waiting (CPU: RLIMIT_AS does it)
         self.rss_cap_kb = (settings.memory_mb + GPU_RUNTIME_RSS_MB) * 1024 if settings.on_gpu and settings.memory_mb > 0 else 0
 
@@ -371,14 +380,22 @@ class _Worker:
         self.region = region
 
     def exchange(
-        self, op: str, metas: list[dict[str, Any]], inputs: bytes, offset: int, timeout: float | None = None
-    ) -> tuple[dict[str, Any], bytes, int]:
+        self, op: str, metas: list[dict[str, Any]], inputs: bytes, offset: int, timeout: float | None = None, at: int = 0
+    ) -> tuple[dict[str, Any], memoryview, int, int | None]:
         """One call on ``inputs`` through the shared region ("given": timed forward; "echo":
-        everything but the forward): (output meta, output bytes, ns on this process's clock from
-        writing the inputs to holding a copy of the output)."""
+        everything but the forward): (output meta, a copy of the output, ns on this process's
+        clock from sending the command to holding that copy, ns of CPU time the worker spent
+        meanwhile or None). The inputs go ``at`` bytes into the region. The copy lives in a buffer of this worker and ``op``, valid until
+        its next exchange of that op."""
         assert self.region is not None
+        # Written before the clock starts: the worker is idle, waiting for its command (any
+        # thread or process it could run meanwhile is refused by check_contained), and the copy
+        # of several MiB is harness, not forward (1-2 ms of a 3-5 ms round trip on the bundled tasks).
+        self.region[at : at + len(inputs)] = inputs
+        if at:
+            metas = [{**m, "offset": int(m["offset"]) + at} if m.get("kind") == "tensor" else m for m in metas]
+        cpu_started = process_cpu_ns(self.pid) if self.cpu_clock and self.pid is not None else None
         started = time.perf_counter_ns()
-        self.region[: len(inputs)] = inputs
         nonce = self.begin(op, timeout, inputs=metas, offset=offset)
         header, _ = self.answer(nonce, timeout)
         meta = header.get("output")
@@ -387,12 +404,23 @@ class _Worker:
         size = wire.output_nbytes(meta)
         if offset + size > len(self.region):
             raise WorkerFailed("protocol_error", "output beyond the shared region")
-        output = self.region[offset : offset + size]
+        # into a buffer allocated (and faulted in) once: a fresh bytes object of several MiB per
+        # call cost page faults inside the window (1.3 ms median for 8 MiB, much more under load)
+        copy = self.copies.get(op)
+        if copy is None or len(copy) < size:
+            copy = self.copies[op] = bytearray(size)
+        output = memoryview(copy)[:size]
+        output[:] = memoryview(self.region)[offset : offset + size]
         elapsed = time.perf_counter_ns() - started
+        cpu = None if cpu_started is None or self.pid is None else process_cpu_ns(self.pid) - cpu_started
         if op == "given":
-            self.answer(nonce, timeout)  # "settled": the worker's checks of that call passed
+            # Only now, with this process's clock stopped, does the worker run its checks of the
+            # call: run right after its reply (as before), a candidate's checks competed with this
+            # process's copy of the output inside the timed window, on a shared core, and the
+            # reference has none; identical code timed at 0.73-0.93x beside two busy processes.
+            self.answer(self.begin("settle", timeout), timeout)
         self.check_contained()
-        return meta, output, elapsed
+        return meta, output, elapsed, cpu
 
     def check_contained(self) -> None:
         """A candidate's processes and threads, from the kernel's view (which candidate code
@@ -476,6 +504,10 @@ class _Worker:
             self.region.close()
 
 
+# CPU timing: inputs start at a random multiple of INPUT_ALIGN below INPUT_JITTER in the region
+INPUT_ALIGN, INPUT_JITTER = 64, 4096
+
+
 def _itemsize(dtype: str) -> int:
     return int(np.dtype("float16" if "bfloat16" in dtype else dtype.removeprefix("torch.").replace("bool", "bool_")).itemsize)
 
@@ -500,6 +532,58 @@ def harness_bound(ref_ns: list[float], echo_ns: list[float]) -> bool:
     forwards = statistics.median(ref_ns) - min(echo_ns)
     noise = max(max(ref_ns) - min(ref_ns), max(echo_ns) - min(echo_ns))
     return forwards < HARNESS_SIGNAL_FACTOR * noise
+
+
+# names in a candidate's source that build an extension (compiler processes)
+EXTENSION_BUILDERS = ("cpp_extension", "load_inline")
+# CPU timing: the seccomp filters a candidate's worker must have once loaded (protect_others,
+# no_signals_out, no_processes, beyond its parent's), counted by the kernel (/proc/PID/status) before its CPU clock is
+# trusted as its time; a worker that shows another count is timed by the parent's wall clock
+SEALED_FILTERS = 3
+# reading a worker's CPU clock waits (at most this long) until none of its threads is running:
+# the kernel's process clock lags for a thread that is on a CPU at that moment
+CPU_SETTLE_S = 0.05
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time of process ``pid`` in ns: all its threads together, exited ones included (the
+    kernel's process CPU clock, clock_getcpuclockid). Read once none of its threads is running
+    (CPU_SETTLE_S at most), where the value is exact."""
+    deadline = time.monotonic() + CPU_SETTLE_S
+    while time.monotonic() < deadline and _any_running(pid):
+        os.sched_yield()
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    except OSError:
+        raise WorkerFailed("crash", "the worker exited during a timed call") from None
+
+
+def _any_running(pid: int) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R":
+            return True
+    return False
+
+
+def seccomp_filters(pid: int | None) -> int | None:
+    """The number of seccomp filters on process ``pid``, as the kernel reports it (None: unknown)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Seccomp_filters:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _resident_kb(pid: int | None) -> int:
@@ -742,7 +826,11 @@ class Evaluator:
                 return
         cand_dir = tempfile.mkdtemp(prefix="candidate-", dir=self.scratch)
         self.parent_scheduling = _scheduling_of(0)
-        worker = _Worker("candidate", self.problem_src, candidate_src, self.settings, cand_dir)
+        # a candidate that builds an extension, or one allowed torch.compile, starts compiler
+        # processes (loading, or at its first call), so it cannot be sealed against starting
+        # processes (sandbox.no_processes); any other is, before it loads
+        builds = self.settings.allow_torch_compile or any(name in candidate_src for name in EXTENSION_BUILDERS)
+        worker = _Worker("candidate", self.problem_src, candidate_src, self.settings, cand_dir, seal=not builds)
         deadline = time.monotonic() + self.settings.candidate_budget_s
 
         def remaining(limit: float | None = None) -> float:
@@ -758,6 +846,11 @@ class Evaluator:
             result.sandbox = str(header.get("sandbox", ""))
             if not header.get("seccomp"):
                 result.flags.append("no_seccomp")  # other processes' scheduling is then only verified, not protected
+            # counted from outside, not taken from the header its own code could have written
+            # (a container's own filters, inherited, count too): a seal installed before any of
+            # its code ran cannot be undone, and a filter it added itself changes the count
+            sealed = (seccomp_filters(os.getpid()) or 0) + SEALED_FILTERS
+            worker.cpu_clock = worker.seal and seccomp_filters(worker.pid) == sealed and bool(self.settings.cpu_cores())
             worker.check_contained()  # processes left from loading; the thread count it is ready with
             worker.ready_scheduling = worker.scheduling()
             self._check_correctness(worker, result, remaining)
@@ -878,20 +971,29 @@ class Evaluator:
         Every timed call is a fresh input set, drawn by the reference worker under a seed this
         process picks at random just before (so no cache and no precomputation can know it), sent
         with the request, and answered with the complete output, which is judged against the
-        reference's output on the same set. The time of a call is this process's own clock
-        around the request, less the harness's share of a round trip (sending the inputs,
-        decoding them, encoding and sending an output), calibrated on the reference worker by an
-        ``echo`` of the same set that does everything but the forward. Nothing the candidate's
-        process reports is used, so patching the harness, its clocks or its replies gains at
-        most the harness's own share. A sample is the fastest of ``inner_repeats`` calls per
-        side; reference and candidate alternate who goes first. When the harness's share swamps
-        the forwards (``harness_bound`` on this evaluation's own round trips, a busy machine),
-        whole round trips are compared instead (flag ``harness_bound``).
+        reference's output on the same set. The time of a call is the CPU time the kernel
+        accounts to the worker's process over the request (its process CPU clock, read by this
+        process: every thread, exited ones too; a sealed candidate can start no process to move
+        work to), less the harness's share (decoding the request, writing the output, replying),
+        calibrated on the reference worker by an ``echo`` of the same set that does everything
+        but the forward. Time the worker waits for a core on a busy machine is not in it:
+        timed by this process's wall clock around the request, identical code came out at
+        0.73-0.93x beside two busy processes on the 2-core VM. A candidate that could not be
+        sealed (it builds an extension, or may use torch.compile), or whose seccomp filters this
+        process does not count as expected, is timed that way still (flag ``wall_clock``).
+        Nothing the candidate's process reports is used, so patching the harness, its clocks
+        or its replies gains at most the harness's own share. A sample is the fastest of
+        ``inner_repeats`` calls per side; reference and candidate alternate who goes first.
+        When the harness's share swamps the forwards (``harness_bound`` on this evaluation's
+        own calls), whole calls are compared instead (flag ``harness_bound``).
         """
         assert self.reference is not None
         repeats = max(1, self.settings.inner_repeats)
         rounds = self.settings.warmup + self.settings.timing_pairs * repeats
         ref_rtt, cand_rtt, echo_rtt = [], [], []
+        on_cpu_clock = worker.cpu_clock
+        if not on_cpu_clock:
+            result.flags.append("wall_clock")
         collect = gc.isenabled()
         gc.disable()  # a collection in this process would land in one side's round trip
         try:
@@ -901,14 +1003,25 @@ class Evaluator:
                     self._judge_wide_round(worker, result, remaining)
                 metas, inputs = self._draw()
                 offset = self._share(worker, inputs)
+                # where the inputs start, moved per round in 64-byte steps within a page: how an
+                # elementwise op's input and output addresses fall relative to each other (4K
+                # aliasing, cache sets) set a worker's speed for its whole life otherwise
+                # (measured: identical Softplus at 1.6-1.9x, reference slower, in every window of one pair)
+                at = INPUT_ALIGN * secrets.randbelow(INPUT_JITTER // INPUT_ALIGN)
                 answers = {}
                 for who in ("ref", "cand") if round_ % 2 == 0 else ("cand", "ref"):
                     side = self.reference if who == "ref" else worker
                     budget = remaining() if who == "cand" else None
-                    meta, output, ns = side.exchange("given", metas, inputs, offset, budget)
+                    meta, output, wall, cpu = side.exchange("given", metas, inputs, offset, budget, at)
                     answers[who] = meta, output
-                    (ref_rtt if who == "ref" else cand_rtt).append(ns)
-                echo_rtt.append(self.reference.exchange("echo", metas, inputs, offset)[2])
+                    (ref_rtt if who == "ref" else cand_rtt).append(cpu if on_cpu_clock and cpu is not None else wall)
+                    # Each side echoes right after its call, so both run the same sequence of
+                    # requests: with the reference alone echoing (after both calls), it had run
+                    # last more often, its memory warmer, and identical code timed at 0.76-0.87x
+                    # under load. Only the reference's echo is used (the calibration).
+                    _, _, wall, cpu = side.exchange("echo", metas, inputs, offset, budget, at)
+                    if who == "ref":
+                        echo_rtt.append(cpu if on_cpu_clock and cpu is not None else wall)
                 kind = self._compare_given(answers["ref"], answers["cand"], result)
                 if kind is not None:
                     raise WorkerFailed("timed_output_mismatch", f"output of timed call {round_} (a fresh input set): {kind}")
@@ -929,7 +1042,7 @@ class Evaluator:
             result.flags.append("harness_bound")
         ref_ns = [max(MIN_TIMED_NS, min(ref_rtt[w]) - overhead) for w in windows]
         cand_ns = [max(MIN_TIMED_NS, min(cand_rtt[w]) - overhead) for w in windows]
-        result.timing_method = "parent_clock"
+        result.timing_method = "worker_cpu_clock" if on_cpu_clock else "parent_clock"
         self._set_timing(result, ref_ns, cand_ns)
 
     def _share(self, worker: _Worker, inputs: bytes) -> int:
@@ -937,7 +1050,7 @@ class Evaluator:
         reference's size: a larger one does not fit), and the drawer one for ``inputs``; returns
         the output's offset there."""
         assert self.reference is not None and self.drawer is not None
-        offset = _aligned(len(inputs))
+        offset = _aligned(INPUT_JITTER + len(inputs))
         size = offset + _aligned(max(1, wire.output_nbytes(self.reference_outputs[0][0])))
         self.reference.share(size)
         worker.share(size)
@@ -951,14 +1064,14 @@ class Evaluator:
         metas, inputs = self._draw(signs=[1 if secrets.randbits(1) else -1 for _ in range(8)])
         offset = self._share(worker, inputs)
         try:
-            ref_meta, ref_out, _ = self.reference.exchange("given", metas, inputs, offset)
+            ref_meta, ref_out, _, _ = self.reference.exchange("given", metas, inputs, offset)
         except WorkerFailed as exc:
             if exc.kind not in ("runtime_error", "oom"):
                 raise
             if "wide_trials_skipped_domain" not in result.flags:
                 result.flags.append("wide_trials_skipped_domain")  # the reference fails on it too
             return
-        cand_meta, cand_out, _ = worker.exchange("given", metas, inputs, offset, remaining())
+        cand_meta, cand_out, _, _ = worker.exchange("given", metas, inputs, offset, remaining())
         kind = self._compare_given((ref_meta, ref_out), (cand_meta, cand_out), result, finite_only=True)
         if kind in ("numerical_mismatch", "nan_inf"):
             raise WorkerFailed("robust_mismatch", f"a wide set among the timed calls: {kind}")
@@ -984,8 +1097,8 @@ class Evaluator:
 
     def _compare_given(
         self,
-        ref: tuple[dict[str, Any], bytes],
-        cand: tuple[dict[str, Any], bytes],
+        ref: tuple[dict[str, Any], memoryview],
+        cand: tuple[dict[str, Any], memoryview],
         result: EvalResult,
         finite_only: bool = False,
     ) -> str | None:
@@ -1070,7 +1183,8 @@ class Evaluator:
         header, _ = side.answer(nonce, budget)
         self.clock.request("snap", -1, slot=slot, n=len(seeds))
         elapsed = time.perf_counter_ns() - started
-        side.answer(nonce, budget)  # "settled": its checks of the batch passed
+        # its checks of the batch only now, the window closed (as for CPU calls, see exchange)
+        side.answer(side.begin("settle", budget), budget)
         side.check_contained()
         gap = header.get("gap_ns")
         return elapsed, float(gap) if isinstance(gap, (int, float)) else 0.0
@@ -1131,18 +1245,19 @@ class Evaluator:
                 f"after the current stream was done (reference {statistics.median(ref_gaps) / 1e3:.0f} us)",
             )
         overhead = 0.0 if self.harness_bound else min(echo_ns)
-        logger.debug(
-            "GPU windows: forwards %.0f us, echo %.0f us (spread %.0f us), reference spread %.0f us, "
-            "speedup %.3f subtracted, %.3f whole",
-            (statistics.median(ref_ns) - min(echo_ns)) / 1e3,
-            min(echo_ns) / 1e3,
-            (max(echo_ns) - min(echo_ns)) / 1e3,
-            (max(ref_ns) - min(ref_ns)) / 1e3,
-            statistics.median(
-                [max(MIN_TIMED_NS, r - min(echo_ns)) / max(MIN_TIMED_NS, c - min(echo_ns)) for r, c in zip(ref_ns, cand_ns)]
-            ),
-            statistics.median([r / c for r, c in zip(ref_ns, cand_ns)]),
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "GPU windows: forwards %.0f us, echo %.0f us (spread %.0f us), reference spread %.0f us, "
+                "speedup %.3f subtracted, %.3f whole",
+                (statistics.median(ref_ns) - min(echo_ns)) / 1e3,
+                min(echo_ns) / 1e3,
+                (max(echo_ns) - min(echo_ns)) / 1e3,
+                (max(ref_ns) - min(ref_ns)) / 1e3,
+                statistics.median(
+                    [max(MIN_TIMED_NS, r - min(echo_ns)) / max(MIN_TIMED_NS, c - min(echo_ns)) for r, c in zip(ref_ns, cand_ns)]
+                ),
+                statistics.median([r / c for r, c in zip(ref_ns, cand_ns)]),
+            )
         if self.harness_bound:
             result.flags.append("harness_bound")
         result.harness_us = min(echo_ns) / 1e3

@@ -262,6 +262,9 @@ _SYSCALLS = {
         "seccomp": 317,
         "clone": 56,
         "clone3": 435,
+        "fork": 57,
+        "vfork": 58,
+        "io_uring_setup": 425,
         "setpriority": 141,
         "sched_setparam": 142,
         "sched_setscheduler": 144,
@@ -285,6 +288,7 @@ _SYSCALLS = {
         "seccomp": 277,
         "clone": 220,
         "clone3": 435,
+        "io_uring_setup": 425,
         "setpriority": 140,
         "sched_setparam": 118,
         "sched_setscheduler": 119,
@@ -305,7 +309,7 @@ _SYSCALLS = {
     },
 }
 _X32_SYSCALL_BIT = 0x40000000
-_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, _SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1, 1, 4
 _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
 _LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
 
@@ -324,10 +328,16 @@ def _arg(i: int) -> int:
     return 16 + 8 * i
 
 
-def _program(table: dict[str, int], rules: dict[str, list[tuple[int, set[int]]] | None]) -> list[tuple[int, int, int, int]]:
+# a rule that fails its syscall with ENOSYS instead of EPERM: callers that fall back on ENOSYS
+# (glibc's pthread_create tries clone3, then clone) keep working
+NOSYS = "nosys"
+Rules = dict[str, "list[tuple[int, set[int]]] | None | str"]
+
+
+def _program(table: dict[str, int], rules: Rules) -> list[tuple[int, int, int, int]]:
     """A BPF program: for each syscall in ``rules``, allow it only when every (argument, allowed
-    values) condition holds (None: never), else fail it with EPERM; everything else is allowed.
-    A foreign architecture or x32 call fails with ENOSYS."""
+    values) condition holds (None: never; NOSYS: never, as if it did not exist), else fail it
+    with EPERM; everything else is allowed. A foreign architecture or x32 call fails with ENOSYS."""
     deny, nosys = _RET_ERRNO | errno.EPERM, _RET_ERRNO | errno.ENOSYS
     prog: list[tuple[int, int, int, int]] = [
         (_LD_W_ABS, 0, 0, 4),
@@ -338,6 +348,11 @@ def _program(table: dict[str, int], rules: dict[str, list[tuple[int, set[int]]] 
     if table is _SYSCALLS["x86_64"]:
         prog += [(_JGE_K, 0, 1, _X32_SYSCALL_BIT), (_RET_K, 0, 0, nosys)]
     for name, conditions in rules.items():
+        if name not in table:  # a syscall this architecture does not have (fork on aarch64)
+            continue
+        if conditions == NOSYS:
+            prog += [(_JEQ_K, 0, 1, table[name]), (_RET_K, 0, 0, nosys)]
+            continue
         block: list[tuple[int, int, int, int]] = []
         for arg, values in conditions or []:
             # load the argument; on the first matching value skip to the next condition, else deny
@@ -362,7 +377,7 @@ def _program(table: dict[str, int], rules: dict[str, list[tuple[int, set[int]]] 
     return prog
 
 
-def _install(rules_of: Callable[[dict[str, int]], dict[str, list[tuple[int, set[int]]] | None]]) -> bool:
+def _install(rules_of: Callable[[dict[str, int]], Rules]) -> bool:
     table = _SYSCALLS.get(platform.machine())
     if table is None:
         return False
@@ -372,8 +387,15 @@ def _install(rules_of: Callable[[dict[str, int]], dict[str, list[tuple[int, set[
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         return False
-    # TSYNC: every thread of the process (torch's pool included) gets the filter, not only this one
-    return libc.syscall(table["seccomp"], _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) == 0
+    # TSYNC: every thread of the process (torch's pool included) gets the filter, not only this one.
+    # SPEC_ALLOW: keep the speculation mitigations as they were. Kernels before 5.16 otherwise
+    # force Speculative Store Bypass Disable on a process with a filter (spec_store_bypass_disable
+    # =seccomp), which slows its code against the unfiltered reference's; older kernels without
+    # the flag refuse it (EINVAL), and get the filter alone.
+    for flags in (_SECCOMP_FILTER_FLAG_TSYNC | _SECCOMP_FILTER_FLAG_SPEC_ALLOW, _SECCOMP_FILTER_FLAG_TSYNC):
+        if libc.syscall(table["seccomp"], _SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog)) == 0:
+            return True
+    return False
 
 
 def protect_others(pinned: bool = False) -> bool:
@@ -382,7 +404,7 @@ def protect_others(pinned: bool = False) -> bool:
     platform has no seccomp filter support (or an unknown architecture)."""
     me = {0, os.getpid()}
 
-    def rules(table: dict[str, int]) -> dict[str, list[tuple[int, set[int]]] | None]:
+    def rules(table: dict[str, int]) -> Rules:
         return {
             "setpriority": [(0, {0}), (1, me)],  # PRIO_PROCESS of itself only (not PRIO_PGRP/PRIO_USER)
             "sched_setaffinity": None if pinned else [(0, me)],
@@ -404,7 +426,7 @@ def no_signals_out() -> bool:
     """seccomp: signals only to this process itself (kill(0) reaches its own process group)."""
     me = {0, os.getpid()}
 
-    def rules(table: dict[str, int]) -> dict[str, list[tuple[int, set[int]]] | None]:
+    def rules(table: dict[str, int]) -> Rules:
         return {
             "kill": [(0, me)],
             "tgkill": [(0, {os.getpid()})],
@@ -412,6 +434,30 @@ def no_signals_out() -> bool:
             "rt_tgsigqueueinfo": [(0, {os.getpid()})],
             "tkill": None,
             "pidfd_send_signal": None,
+        }
+
+    return _install(rules)
+
+
+# glibc's pthread_create: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+# CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID
+_THREAD_CLONE_FLAGS = 0x3D0F00
+
+
+def no_processes() -> bool:
+    """seccomp: from now on this process starts threads (counted by the parent) but no process
+    and no io_uring. The parent times a hardened CPU candidate by its process CPU clock, which
+    counts every thread, exited ones included, but not a child process or kernel workers: work
+    moved there would be free (a fork that computes the output into shared memory and exits
+    before the parent looks for strays)."""
+
+    def rules(table: dict[str, int]) -> Rules:
+        return {
+            "clone": [(0, {_THREAD_CLONE_FLAGS})],
+            "clone3": NOSYS,  # glibc then creates threads through clone
+            "fork": None,
+            "vfork": None,
+            "io_uring_setup": None,
         }
 
     return _install(rules)

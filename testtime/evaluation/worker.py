@@ -64,7 +64,10 @@ def _reuse_freed_memory() -> None:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    libc.mallopt(m_trim_threshold, 1 << 62)
+    # mallopt takes a C int: the 1 << 62 this passed before arrived as 0, a trim threshold of
+    # nothing, and the heap shrank after every forward (brk down then up, 1-3 thousand page
+    # faults a call, by allocation history: identical Softplus timed at 1.6-1.9x)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def fix_global_state(settings: dict[str, Any]) -> None:
@@ -472,6 +475,11 @@ class _Harness:
         """A forward on the inputs the parent just wrote into the shared region (hardened CPU
         timing); the output is copied to ``offset`` there before the reply. The parent's clock
         times the whole exchange, and reads the output as soon as the reply arrives."""
+        # the last call's output is let go first: kept alive across the forward, whether the new
+        # output and temporaries found room in the heap depended on the worker's allocation
+        # history, and one worker paid 1-2 thousand page faults a call the other did not
+        # (identical Softplus timed at 1.6-1.9x for a whole evaluation)
+        self.last_given = None
         inputs = wire.decode_inputs(metas, self.region)
         out = self.model(*inputs)
         self.last_given = (inputs, out)
@@ -586,9 +594,10 @@ class _Harness:
                 if op in ("given", "echo"):
                     meta = (self.given if op == "given" else self.echo)(cmd.get("inputs") or [], int(cmd["offset"]))
                     _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta})
-                    if op == "given":
-                        self._check_given()
-                        _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
+                    continue
+                if op == "settle":  # the parent's clock has stopped on the last "given" call or batch
+                    self._check_given()
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                     continue
                 if op == "stack":
                     meta = self.make_stack(int(cmd["slots"]), [int(v) for v in cmd["shape"]], str(cmd["dtype"]))
@@ -599,8 +608,6 @@ class _Harness:
                     echo = bool(cmd.get("echo")) and self.integrity is None  # a candidate always computes
                     info = self.batch([int(v) for v in cmd.get("seeds") or []], signs, echo)
                     _reply(self.conn, {"ok": True, "nonce": nonce, **info})
-                    self._check_given()
-                    _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
                     continue
                 if op in ("map", "unmap", "snap", "compare"):  # the clock process only
                     answer: dict[str, Any] = {}
@@ -780,11 +787,17 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
         if role == "reference":
             cls = problem.Model
         else:
-            from testtime.evaluation.sandbox import no_signals_out, protect_others
+            from testtime.evaluation.sandbox import no_processes, no_signals_out, protect_others
 
             # before candidate code runs (module level included): other processes' scheduling,
             # limits and memory are out of reach
             seccomp = bool(settings.get("seccomp", True)) and protect_others(pinned=bool(settings.get("pinned")))
+            # Sealed before it loads (no process from now on), so that no code of its own can
+            # stop the seal: its CPU clock is then its whole time (engine._time_given). One that
+            # builds an extension or compiles (a compiler process, while loading or at its
+            # first call) is not sealed, and is timed by the parent's wall clock.
+            if seccomp and bool(settings.get("pinned")) and bool(settings.get("seal")):
+                no_processes()
             try:
                 candidate = _load_module("testtime_candidate", candidate_src or "", "candidate.py")
                 cls = candidate.ModelNew
