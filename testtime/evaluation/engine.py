@@ -380,20 +380,18 @@ class _Worker:
         self.region = region
 
     def exchange(
-        self, op: str, metas: list[dict[str, Any]], inputs: bytes, offset: int, timeout: float | None = None, at: int = 0
+        self, op: str, metas: list[dict[str, Any]], inputs: bytes, offset: int, timeout: float | None = None
     ) -> tuple[dict[str, Any], memoryview, int, int | None]:
         """One call on ``inputs`` through the shared region ("given": timed forward; "echo":
         everything but the forward): (output meta, a copy of the output, ns on this process's
         clock from sending the command to holding that copy, ns of CPU time the worker spent
-        meanwhile or None). The inputs go ``at`` bytes into the region. The copy lives in a buffer of this worker and ``op``, valid until
-        its next exchange of that op."""
+        meanwhile or None). The copy lives in a buffer of this worker and ``op``, valid until its
+        next exchange of that op."""
         assert self.region is not None
         # Written before the clock starts: the worker is idle, waiting for its command (any
         # thread or process it could run meanwhile is refused by check_contained), and the copy
         # of several MiB is harness, not forward (1-2 ms of a 3-5 ms round trip on the bundled tasks).
-        self.region[at : at + len(inputs)] = inputs
-        if at:
-            metas = [{**m, "offset": int(m["offset"]) + at} if m.get("kind") == "tensor" else m for m in metas]
+        self.region[: len(inputs)] = inputs
         cpu_started = process_cpu_ns(self.pid) if self.cpu_clock and self.pid is not None else None
         started = time.perf_counter_ns()
         nonce = self.begin(op, timeout, inputs=metas, offset=offset)
@@ -416,8 +414,8 @@ class _Worker:
         if op == "given":
             # Only now, with this process's clock stopped, does the worker run its checks of the
             # call: run right after its reply (as before), a candidate's checks competed with this
-            # process's copy of the output inside the timed window, on a shared core, and the
-            # reference has none; identical code timed at 0.73-0.93x beside two busy processes.
+            # process's copy of the output inside the timed window on a shared core, and the
+            # reference has none to run.
             self.answer(self.begin("settle", timeout), timeout)
         self.check_contained()
         return meta, output, elapsed, cpu
@@ -504,10 +502,6 @@ class _Worker:
             self.region.close()
 
 
-# CPU timing: inputs start at a random multiple of INPUT_ALIGN below INPUT_JITTER in the region
-INPUT_ALIGN, INPUT_JITTER = 64, 4096
-
-
 def _itemsize(dtype: str) -> int:
     return int(np.dtype("float16" if "bfloat16" in dtype else dtype.removeprefix("torch.").replace("bool", "bool_")).itemsize)
 
@@ -537,8 +531,8 @@ def harness_bound(ref_ns: list[float], echo_ns: list[float]) -> bool:
 # names in a candidate's source that build an extension (compiler processes)
 EXTENSION_BUILDERS = ("cpp_extension", "load_inline")
 # CPU timing: the seccomp filters a candidate's worker must have once loaded (protect_others,
-# no_signals_out, no_processes, beyond its parent's), counted by the kernel (/proc/PID/status) before its CPU clock is
-# trusted as its time; a worker that shows another count is timed by the parent's wall clock
+# no_processes, no_signals_out, beyond its parent's), counted by the kernel (/proc/PID/status)
+# before its CPU clock is trusted as its time; another count: timed by the parent's wall clock
 SEALED_FILTERS = 3
 # reading a worker's CPU clock waits (at most this long) until none of its threads is running:
 # the kernel's process clock lags for a thread that is on a CPU at that moment
@@ -574,28 +568,26 @@ def _any_running(pid: int) -> bool:
     return False
 
 
-def seccomp_filters(pid: int | None) -> int | None:
-    """The number of seccomp filters on process ``pid``, as the kernel reports it (None: unknown)."""
+def _status_field(pid: int | None, field: str) -> int | None:
+    """An integer field of /proc/PID/status (its first number), None when unknown or gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("Seccomp_filters:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError):
         pass
     return None
 
 
+def seccomp_filters(pid: int | None) -> int | None:
+    """The number of seccomp filters on process ``pid``, as the kernel reports it (None: unknown)."""
+    return _status_field(pid, "Seccomp_filters")
+
+
 def _resident_kb(pid: int | None) -> int:
     """VmRSS of ``pid`` in kB, shared and pinned mappings included (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _status_field(pid, "VmRSS") or 0
 
 
 def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
@@ -1003,23 +995,19 @@ class Evaluator:
                     self._judge_wide_round(worker, result, remaining)
                 metas, inputs = self._draw()
                 offset = self._share(worker, inputs)
-                # where the inputs start, moved per round in 64-byte steps within a page: how an
-                # elementwise op's input and output addresses fall relative to each other (4K
-                # aliasing, cache sets) set a worker's speed for its whole life otherwise
-                # (measured: identical Softplus at 1.6-1.9x, reference slower, in every window of one pair)
-                at = INPUT_ALIGN * secrets.randbelow(INPUT_JITTER // INPUT_ALIGN)
                 answers = {}
                 for who in ("ref", "cand") if round_ % 2 == 0 else ("cand", "ref"):
                     side = self.reference if who == "ref" else worker
                     budget = remaining() if who == "cand" else None
-                    meta, output, wall, cpu = side.exchange("given", metas, inputs, offset, budget, at)
+                    meta, output, wall, cpu = side.exchange("given", metas, inputs, offset, budget)
                     answers[who] = meta, output
                     (ref_rtt if who == "ref" else cand_rtt).append(cpu if on_cpu_clock and cpu is not None else wall)
                     # Each side echoes right after its call, so both run the same sequence of
-                    # requests: with the reference alone echoing (after both calls), it had run
-                    # last more often, its memory warmer, and identical code timed at 0.76-0.87x
-                    # under load. Only the reference's echo is used (the calibration).
-                    _, _, wall, cpu = side.exchange("echo", metas, inputs, offset, budget, at)
+                    # requests: with the reference alone echoing (after both calls) it had run
+                    # last more often, its memory warmer (identical LogSoftmax at 0.76-0.87x
+                    # beside two busy processes, 0.97-1.02 echoing both). Only the reference's
+                    # echo is used: the calibration.
+                    _, _, wall, cpu = side.exchange("echo", metas, inputs, offset, budget)
                     if who == "ref":
                         echo_rtt.append(cpu if on_cpu_clock and cpu is not None else wall)
                 kind = self._compare_given(answers["ref"], answers["cand"], result)
@@ -1050,7 +1038,7 @@ class Evaluator:
         reference's size: a larger one does not fit), and the drawer one for ``inputs``; returns
         the output's offset there."""
         assert self.reference is not None and self.drawer is not None
-        offset = _aligned(INPUT_JITTER + len(inputs))
+        offset = _aligned(len(inputs))
         size = offset + _aligned(max(1, wire.output_nbytes(self.reference_outputs[0][0])))
         self.reference.share(size)
         worker.share(size)
