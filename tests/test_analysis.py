@@ -321,6 +321,23 @@ def test_selection_table_and_strategy_summary():
     assert summ.loc["best-correct", "fast_1_std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
     assert summ.loc["best-correct", "mean_speedup"] == pytest.approx((2.0 + 3.0 + 4.0 + 0.8) / 4)
     assert (summ["n_seeds"] == 2).all() and (summ["n_tasks"] == 2).all()
+    # the 95% Wilson interval of 1 fast outcome in 4 task-seeds (confidence-guided), by hand:
+    # centre (0.25 + z^2/8) / (1 + z^2/4), half z*sqrt(0.25*0.75/4 + z^2/64) / (1 + z^2/4)
+    z = 1.959963984540054
+    centre, half = (0.25 + z * z / 8) / (1 + z * z / 4), z * math.sqrt(0.1875 / 4 + z * z / 64) / (1 + z * z / 4)
+    assert summ.loc["confidence-guided", "fast_1_ci_low"] == pytest.approx(centre - half)
+    assert summ.loc["confidence-guided", "fast_1_ci_high"] == pytest.approx(centre + half)
+    assert (summ["fast_1_ci_low"] <= summ["fast_1"]).all() and (summ["fast_1"] <= summ["fast_1_ci_high"]).all()
+
+
+def test_wilson_interval_stays_in_range_and_takes_expectations():
+    from testtime.analysis import wilson_interval
+
+    assert wilson_interval(0, 8)[0] == 0.0 and 0.3 < wilson_interval(0, 8)[1] < 0.4  # 0.324 for 0/8
+    assert wilson_interval(8, 8)[1] == 1.0 and 0.6 < wilson_interval(8, 8)[0] < 0.7
+    low, high = wilson_interval(2.5, 8)  # random-correct's fast_1 are expectations
+    assert low < 2.5 / 8 < high
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_strategy_summary_single_seed_std_is_nan():

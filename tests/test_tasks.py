@@ -16,6 +16,7 @@ import torch
 from conftest import KB_DATA, L1_HEAD, L1_V01, L2_V01, PAPER_EVAL_IDS
 from testtime.tasks import (
     BUNDLED_DIR,
+    HEADROOM_DIR,
     Task,
     load_bundled,
     load_kernelbench,
@@ -79,6 +80,43 @@ def test_bundled_task_forward_runs_on_cpu(task: Task) -> None:
     assert out.device.type == "cpu"
     if out.is_floating_point():
         assert torch.isfinite(out).all()
+
+
+# --- headroom suite ------------------------------------------------------------------------
+
+HEADROOM = load_bundled("headroom")
+# each task's faster builtin: what the embedded model was measured to write (its correct answers
+# differ in speed only where it writes these as well as copies of the formula)
+FASTER = {
+    "Sigmoid_formula": "return torch.nn.functional.sigmoid(x)",
+    "Swish_formula": "return torch.nn.functional.silu(x)",
+    "SiLU_product": "return torch.nn.functional.silu(x)",
+    "ELU_where": "return torch.nn.functional.elu(x)",
+    "GELU_formula": "return torch.nn.functional.gelu(x)",
+    "Tanh_formula": "return torch.tanh(x)",
+}
+
+
+def test_headroom_suite_loads_by_its_source_with_all_tasks_eval() -> None:
+    assert [t.problem_id for t in HEADROOM] == list(range(21, 27))
+    assert sorted(f"{t.problem_id}_{t.name}" for t in HEADROOM) == sorted(p.stem for p in HEADROOM_DIR.glob("*.py"))
+    assert all(t.suite == "headroom" for t in HEADROOM) and set(FASTER) == {t.name for t in HEADROOM}
+    assert load_suite({"source": "headroom"}) == HEADROOM
+    # config/config.yaml's split: every task is an eval task
+    assert make_split([t.problem_id for t in HEADROOM], seed=42, train_fraction=0.01)["eval"] == list(range(21, 27))
+
+
+@pytest.mark.parametrize("task", HEADROOM, ids=lambda t: f"{t.problem_id}_{t.name}")
+def test_headroom_task_has_a_builtin_the_evaluator_accepts(task: Task) -> None:
+    # the real evaluator on the builtin rewrite; how much faster it is is measured by Figure 4's
+    # build on config/headroom.yaml (README), not asserted here
+    from testtime.evaluation import EvalSettings, evaluate_one
+    from testtime.prompting import candidate_code, candidate_source
+
+    body = FASTER[task.name]
+    settings = EvalSettings(correctness_trials=2, timing_pairs=3, warmup=1, timeout_s=10, candidate_budget_s=40)
+    result = evaluate_one(task.code, candidate_source(body, task.code), settings, candidate_code(body))
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
 
 
 # --- splits ------------------------------------------------------------------------------

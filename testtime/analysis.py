@@ -64,6 +64,20 @@ def sample_std(values: Sequence[float] | np.ndarray) -> float:
     return float(np.std(arr, ddof=1))
 
 
+def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); (nan, nan) for n = 0.
+
+    Figure 4's fast_1 is a proportion of task-seed outcomes; with 8-24 of them the normal
+    interval would leave [0, 1] and collapse at 0 or 1, Wilson's does neither. ``successes`` may
+    be fractional: random-correct's outcomes are expectations."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 # --------------------------------------------------------------------------------------
 # Scalar statistics
 # --------------------------------------------------------------------------------------

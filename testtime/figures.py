@@ -141,7 +141,8 @@ def fig6(probe: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance
 
 
 def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenance: dict[str, Any]) -> None:
-    """Selection strategies: (a) fast_1 success rate with std across seeds, (b) mean speedup."""
+    """Selection strategies: (a) fast_1 success rate with std across seeds (the paper's) or its 95%
+    Wilson interval over task-seed outcomes (``style["error_bars"]``), (b) mean speedup."""
     plt = _pyplot()
     strategies = list(summary["strategy"])
     x = range(len(strategies))
@@ -149,7 +150,11 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
     labels = [REGISTRY[s].label if s in REGISTRY else s for s in strategies]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(9, 3.6))
     rate = summary["fast_1"] * 100
-    err = summary["fast_1_std"].fillna(0) * 100
+    if style.get("error_bars", "seed_std") == "wilson95" and "fast_1_ci_low" in summary:
+        err = [(rate - summary["fast_1_ci_low"] * 100).clip(lower=0), (summary["fast_1_ci_high"] * 100 - rate).clip(lower=0)]
+        ax_a.set_xlabel("bars: 95% Wilson interval over task-seed outcomes", fontsize=7)
+    else:
+        err = summary["fast_1_std"].fillna(0) * 100
     ax_a.bar(x, rate, yerr=err, color=colors, capsize=4)
     for xi, r in zip(x, rate):
         ax_a.text(xi, r + 2, f"{r:.0f}%", ha="center", fontsize=8)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from testtime.analysis import FAST_THRESHOLD, fast_1, require_columns, sample_std, surprisal_vs_confidence
+from testtime.analysis import FAST_THRESHOLD, fast_1, require_columns, sample_std, surprisal_vs_confidence, wilson_interval
 from testtime.sampling.harmony import span_column
 
 SELECTION_COLUMNS: tuple[str, ...] = ("strategy", "sample_index", "speedup", "fast_1", "n_correct", "n_samples")
@@ -171,6 +171,8 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
     * ``fast_1`` = mean over seeds of the per-seed value, where the per-seed value is the mean
       over that seed's tasks of the task outcome (§6.2).
     * ``fast_1_std`` = sample std (ddof=1) of the per-seed values; NaN with one seed.
+    * ``fast_1_ci_low``, ``fast_1_ci_high`` = 95% Wilson interval of the proportion of task-seed
+      outcomes that are fast_1 (not the paper's: it reports the std over seeds).
     * ``mean_speedup`` = mean selected speedup over all task-seed pairs (the paper's 226.9x
       oracle mean is over the 10 selections of 2 seeds × 5 tasks).
     * ``n_seeds``, ``n_tasks`` = number of distinct seeds and distinct problem ids.
@@ -185,17 +187,23 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
     for strategy in order:
         sub = selection[selection["strategy"] == strategy]
         per_seed = sub.groupby("seed", sort=True)["fast_1"].mean().to_numpy(dtype=float)
+        low, high = wilson_interval(float(sub["fast_1"].astype(float).sum()), len(sub))
         rows.append(
             {
                 "strategy": strategy,
                 "fast_1": float(per_seed.mean()),
                 "fast_1_std": sample_std(per_seed),
+                "fast_1_ci_low": low,
+                "fast_1_ci_high": high,
                 "mean_speedup": float(sub["speedup"].astype(float).mean()),
                 "n_seeds": int(sub["seed"].nunique()),
                 "n_tasks": int(sub["problem_id"].nunique()),
             }
         )
-    return pd.DataFrame(rows, columns=["strategy", "fast_1", "fast_1_std", "mean_speedup", "n_seeds", "n_tasks"])
+    return pd.DataFrame(
+        rows,
+        columns=["strategy", "fast_1", "fast_1_std", "fast_1_ci_low", "fast_1_ci_high", "mean_speedup", "n_seeds", "n_tasks"],
+    )
 
 
 def join_records(samples: list[pd.DataFrame], evaluations: list[pd.DataFrame]) -> pd.DataFrame:
