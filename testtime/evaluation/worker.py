@@ -475,10 +475,9 @@ class _Harness:
         """A forward on the inputs the parent just wrote into the shared region (hardened CPU
         timing); the output is copied to ``offset`` there before the reply. The parent's clock
         times the whole exchange, and reads the output as soon as the reply arrives."""
-        # the last call's output is let go first: kept alive across the forward, whether the new
-        # output and temporaries found room in the heap depended on the worker's allocation
-        # history, and one worker paid 1-2 thousand page faults a call the other did not
-        # (identical Softplus timed at 1.6-1.9x for a whole evaluation)
+        # the last call's output is let go first, so the new one and its temporaries can reuse
+        # its memory (both workers alike; the page faults that made one worker slower than the
+        # other were glibc's trim threshold, see _reuse_freed_memory)
         self.last_given = None
         inputs = wire.decode_inputs(metas, self.region)
         out = self.model(*inputs)
