@@ -107,6 +107,8 @@ rule table4:
             category="Tables",
         ),
         per_task=ttt_table_file("table4_per_task.csv"),
+        trajectory=ttt_table_file("table4_trajectory.csv"),
+        selection=ttt_table_file("table4_selection.csv"),
         provenance=report(
             ttt_table_file("table4.csv.provenance.json"),
             caption="../report/captions/provenance.rst",

@@ -667,9 +667,30 @@ def stage_gpus(wildcards, output):
 
 
 def fig7_spec():
-    """Figure 7's TTT run (the first main run) and its Best-of-N seed (D17: seed 42, Subset 1)."""
+    """Figure 7's TTT runs (D17): the first main run against Best-of-N of its seed (Subset 1) and,
+    when ttt.experiments.subset2 is set, the Subset-2 run (against Table 4's Best-of-N seed)."""
     run = experiment_runs("main")[0]
-    return {"run": run, "seed": ttt_run(run)["seed"]}
+    subset2 = EXPERIMENTS["subset2"]
+    return {"run": run, "seed": ttt_run(run)["seed"], "subset2_run": subset2["run"] if subset2 else None}
+
+
+def fig7_input(wc):
+    """Figure 7's tables: Table 6's per-task trajectory and selection with Table 8 (Subset 1), and
+    Table 4's trajectory, selection and per-task Best-of-N fast_1 when a Subset-2 run is set."""
+    inputs = {
+        "per_task": ttt_table_file("table6_per_task.csv"),
+        "selection": ttt_table_file("table6_selection.csv"),
+        "table8": table_file(RUN["model"], RUN["suite"], "table8.csv"),
+        "table_provenance": ttt_table_file("table6.csv.provenance.json"),
+    }
+    if EXPERIMENTS["subset2"]:
+        for key, name in (
+            ("s2_trajectory", "table4_trajectory.csv"),
+            ("s2_selection", "table4_selection.csv"),
+            ("s2_tasks", "table4_per_task.csv"),
+        ):
+            inputs[key] = ttt_table_file(name)
+    return inputs
 
 
 # ---------------------------------------------------------------- targets of `all` (Snakefile)

@@ -148,10 +148,7 @@ rule fig1:
 rule fig7:
     """Figure 7: BoA benefit over Best-of-N against base coverage per task (regime dependence, D17)."""
     input:
-        per_task=ttt_table_file("table6_per_task.csv"),
-        selection=ttt_table_file("table6_selection.csv"),
-        table8=table_file(RUN["model"], RUN["suite"], "table8.csv"),
-        table_provenance=ttt_table_file("table6.csv.provenance.json"),
+        unpack(fig7_input),
     output:
         figure=report("figures/fig7.pdf", caption="../report/captions/fig7.rst", category="Figures"),
         provenance="figures/fig7.pdf.provenance.json",

@@ -378,6 +378,11 @@ def test_regime_points_follow_d17():
     assert list(points["problem_id"]) == [4, 5]
     assert points["coverage"].tolist() == pytest.approx([9.4, 3.1])
     assert points["benefit"].tolist() == pytest.approx([16.9, -3.7])  # BoA step 2 minus Best-of-N sample fast_1
+    # Subset 2's points: the same rule against Table 4's per-task Best-of-N fast_1
+    from testtime.figures import regime_points_against
+
+    s2 = regime_points_against(per_task, selection, pd.Series({4: 0.5, 9: 0.1}), "main-s42")
+    assert list(s2["problem_id"]) == [4] and s2["benefit"].tolist() == pytest.approx([-3.1])
 
 
 def test_figures_1_and_7_draw_from_the_published_values(tmp_path):
@@ -402,5 +407,38 @@ def test_figures_1_and_7_draw_from_the_published_values(tmp_path):
     per_task = pd.DataFrame({"run": "r", "step": [0, 0, 1, 1], "problem_id": [4, 5, 4, 5], "fast_1": [0.1, 0.4, 0.2, 0.5]})
     table8 = pd.DataFrame({"seed": 42, "problem_id": [4, 5], "sample_fast_1": [0.3, 0.3]})
     style = {"run": "r", "seed": 42, "threshold": 30}
-    fig7(per_task, pd.DataFrame({"run": ["r"], "boa_step": [1]}), table8, tmp_path / "fig7.pdf", style, {"config_hash": "x"})
+    fig7(
+        per_task,
+        pd.DataFrame({"run": ["r"], "boa_step": [1]}),
+        table8,
+        None,
+        None,
+        None,
+        tmp_path / "fig7.pdf",
+        style,
+        {"config_hash": "x"},
+    )
     assert (tmp_path / "fig7.pdf").stat().st_size > 1000
+    # with Subset 2: the render path reads the optional tables by name
+    from testtime.figures import render
+
+    files = {
+        "per_task": per_task,
+        "selection": pd.DataFrame({"run": ["r"], "boa_step": [1]}),
+        "table8": table8,
+        "s2_trajectory": per_task.assign(run="s2", problem_id=per_task["problem_id"] + 10),
+        "s2_selection": pd.DataFrame({"run": ["s2"], "boa_step": [0]}),
+        "s2_tasks": pd.DataFrame({"problem_id": [14, 15], "bon_fast_1": [0.5, 0.2]}),
+    }
+    for name, frame in files.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    render(
+        "fig7",
+        {n: tmp_path / f"{n}.csv" for n in files},
+        tmp_path / "fig7s2.pdf",
+        {**style, "subset2_run": "s2"},
+        {"config_hash": "x"},
+    )
+    assert (tmp_path / "fig7s2.pdf").stat().st_size > (tmp_path / "fig7.pdf").stat().st_size
+    with pytest.raises(ValueError, match="table8"):
+        render("fig7", {n: tmp_path / f"{n}.csv" for n in files if n != "table8"}, tmp_path / "x.pdf", style, {})

@@ -269,6 +269,31 @@ def test_compare_and_ci_helpers():
     assert 0.9 <= low <= 1.0 <= high <= 1.1
 
 
+def test_compare_chunked_path_agrees_with_the_masked_one():
+    """compare's chunked fast path (finite reference) gives the verdict and max diff of the masked
+    float64 computation it replaces, across chunk edges, tolerance boundaries and non-finite outputs."""
+    rng = np.random.default_rng(7)
+    meta = {"kind": "tensor", "dtype": "torch.float32", "device": "cpu", "strides": [1]}
+
+    def masked(ref, out, atol, rtol):  # the general path, as compare computes it with non-finite references
+        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+        if not np.all(np.isfinite(out64)):
+            return "nan_inf", None
+        diff = np.abs(ref64 - out64)
+        return (None if np.all(diff <= atol + rtol * np.abs(ref64)) else "numerical_mismatch"), float(diff.max(initial=0))
+
+    kinds = set()
+    for n in [1, 2, 65535, 65536, 65537, 200_003, *rng.integers(1, 300_000, size=40).tolist()]:
+        ref = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3])).astype(np.float32)
+        out = (ref + rng.standard_normal(n) * rng.choice([0.0, 1e-6, 3e-5, 1e-4, 1e-3])).astype(np.float32)
+        if rng.random() < 0.15:
+            out[rng.integers(0, n)] = rng.choice([np.inf, np.nan])
+        got = compare(ref, meta, meta, out, 1e-4, 1e-4)
+        assert got == masked(ref, out, 1e-4, 1e-4), n
+        kinds.add(got[0])
+    assert kinds == {None, "numerical_mismatch", "nan_inf"}  # every verdict was exercised
+
+
 def _cli(problem: Path, *candidates: Path) -> dict | list[dict]:
     out = subprocess.run(
         [

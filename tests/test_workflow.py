@@ -274,11 +274,18 @@ def test_tables_4_10_12_and_transfer(ttt_workdir):
         "  experiments:\n    lr_sweep: [main-s42]\n    isolated: [isolated-8]\n",
     )
     targets = [f"results/tables/ttt/{name}.csv" for name in ("table4", "table10", "table12", "transfer")]
-    out = run_snakemake([*targets, "-c2", *args], cwd=workdir)
+    out = run_snakemake([*targets, "figures/fig7.pdf", "-c2", *args], cwd=workdir)
     assert out.returncode == 0, out.stderr[-4000:]
     table4 = pd.read_csv(workdir / "results/tables/ttt/table4.csv")
     assert table4["method"].tolist() == ["Best-of-N (K=4)", "BoA Step 0", "BoA Step 1"]
     assert table4["rollouts"].tolist() == [2 * 4, 2 * 3, 2 * 2 * 3]
+    # Figure 7's Subset-2 points come from Table 4's trajectory and selection
+    trajectory = pd.read_csv(workdir / "results/tables/ttt/table4_trajectory.csv")
+    assert set(trajectory["run"]) == {"subset2"} and sorted(set(trajectory["step"])) == [0, 1]
+    assert pd.read_csv(workdir / "results/tables/ttt/table4_selection.csv")["boa_step"].between(0, 1).all()
+    assert (workdir / "figures/fig7.pdf").read_bytes().startswith(b"%PDF")
+    fig7 = json.loads((workdir / "figures/fig7.pdf.provenance.json").read_text())
+    assert fig7["config"]["figures.fig7"]["subset2_run"] == "subset2"
     table10 = pd.read_csv(workdir / "results/tables/ttt/table10.csv")
     assert table10["run"].tolist() == ["main-s42"] and table10["peak_step"].between(0, STEPS).all()
     table12 = pd.read_csv(workdir / "results/tables/ttt/table12.csv")

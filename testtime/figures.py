@@ -299,9 +299,15 @@ def regime_points(per_task: pd.DataFrame, selection: pd.DataFrame, table8: pd.Da
     """Figure 7's points (D17): per task of TTT run ``run``, x = its step-0 fast_1 (base coverage,
     %) and y = its fast_1 at the run's BoA step minus the Best-of-N sample fast_1 of seed ``seed``
     (pp). Tasks without Best-of-N records of that seed are left out."""
+    bon = table8[(table8["seed"] == seed) & (table8["problem_id"] >= 0)].set_index("problem_id")["sample_fast_1"]
+    return regime_points_against(per_task, selection, bon, run)
+
+
+def regime_points_against(per_task: pd.DataFrame, selection: pd.DataFrame, bon: pd.Series, run: str) -> pd.DataFrame:
+    """:func:`regime_points` against a given Best-of-N sample fast_1 per task (``bon``, indexed by
+    problem_id): Subset 1 takes it from Table 8, Subset 2 from Table 4's ``bon_fast_1``."""
     boa = int(selection.loc[selection["run"] == run, "boa_step"].iloc[0])
     tasks = per_task[per_task["run"] == run].pivot(index="problem_id", columns="step", values="fast_1")
-    bon = table8[(table8["seed"] == seed) & (table8["problem_id"] >= 0)].set_index("problem_id")["sample_fast_1"]
     common = tasks.index.intersection(bon.index)
     return pd.DataFrame(
         {
@@ -316,30 +322,45 @@ def fig7(
     per_task: pd.DataFrame,
     selection: pd.DataFrame,
     table8: pd.DataFrame,
+    s2_trajectory: pd.DataFrame | None,
+    s2_selection: pd.DataFrame | None,
+    s2_tasks: pd.DataFrame | None,
     out: str | Path,
     style: dict[str, Any],
     provenance: dict[str, Any],
 ) -> None:
     """Regime dependence: BoA benefit over Best-of-N (pp) against base coverage (%), one labelled
-    point per task, a dashed threshold line between the 'hard' and 'moderate' regimes."""
+    point per task, a dashed threshold line between the 'hard' and 'moderate' regimes. Subset 1
+    (circles) is the first main run against Table 8; Subset 2 (squares), when ``style['subset2_run']``
+    names the Subset-2 run, is that run (Table 4's trajectory and selection) against Table 4's
+    per-task Best-of-N fast_1."""
     plt = _pyplot()
-    points = regime_points(per_task, selection, table8, style["run"], int(style["seed"]))
+    subsets = [("Subset 1", "o", style["run"], regime_points(per_task, selection, table8, style["run"], int(style["seed"])))]
+    if style.get("subset2_run") and s2_trajectory is not None:
+        bon = s2_tasks.set_index("problem_id")["bon_fast_1"]
+        subsets.append(
+            ("Subset 2", "s", style["subset2_run"], regime_points_against(s2_trajectory, s2_selection, bon, style["subset2_run"]))
+        )
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    colors = ["#d9534f" if b < 0 else "#1f5fa8" for b in points["benefit"]]
-    ax.scatter(points["coverage"], points["benefit"], c=colors, s=40, zorder=3)
-    for r in points.itertuples():
-        ax.annotate(str(int(r.problem_id)), (r.coverage, r.benefit), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    benefits = [0.0]
+    for label, marker, run, points in subsets:
+        colors = ["#d9534f" if b < 0 else "#1f5fa8" for b in points["benefit"]]
+        ax.scatter(points["coverage"], points["benefit"], c=colors, s=40, marker=marker, zorder=3, label=f"{label} ({run})")
+        for r in points.itertuples():
+            ax.annotate(str(int(r.problem_id)), (r.coverage, r.benefit), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        benefits += [abs(float(b)) for b in points["benefit"]]
     threshold = float(style.get("threshold", 30))
     ax.axvline(threshold, color="black", ls="--", lw=0.8)
     ax.axhline(0, color="#888888", lw=0.6)
     ax.text(0.02, 0.03, "Hard: Search > Adaptation", transform=ax.transAxes, fontsize=7, va="bottom")
     ax.text(0.98, 0.03, "Moderate: Adaptation Helps", transform=ax.transAxes, fontsize=7, va="bottom", ha="right")
-    span = max(10.0, float(points["benefit"].abs().max()) * 1.2) if len(points) else 10.0
+    span = max(10.0, max(benefits) * 1.2)
     ax.set_ylim(-span, span)
     ax.set_xlim(-5, 105)
     ax.set_xlabel("base policy coverage: step-0 fast$_1$ (%)")
     ax.set_ylabel("BoA benefit over Best-of-N (pp)")
-    ax.set_title(style.get("title") or f"Regime dependence ({style['run']}, Best-of-N seed {style['seed']})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(style.get("title") or f"Regime dependence (Best-of-N seed {style['seed']})", fontsize=10)
     fig.tight_layout()
     _save(fig, out, "testtime Figure 7", provenance)
 
@@ -430,14 +451,15 @@ def reward_sparsification(table: pd.DataFrame, out: str | Path, style: dict[str,
     _save(_comparison(table, panels, title), out, "testtime reward sparsification", provenance)
 
 
-#: Figures drawn from CSV tables (and JSON summaries) alone: name -> (function, its table arguments by input name).
+#: Figures drawn from CSV tables (and JSON summaries) alone: name -> (function, its table arguments by input
+#: name; a name ending in '?' is optional and passed as None when the rule does not give it).
 #: The ``figure`` rule script reads the named inputs and calls :func:`render`.
 TABLE_FIGURES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "fig4": (fig4, ("table",)),
     "fig5": (fig5, ("table", "selection")),
     "fig6": (fig6, ("table",)),
     "fig1": (fig1, ("table2", "table3", "ttt")),
-    "fig7": (fig7, ("per_task", "selection", "table8")),
+    "fig7": (fig7, ("per_task", "selection", "table8", "s2_trajectory?", "s2_selection?", "s2_tasks?")),
     "rlvr_curve": (rlvr_curve, ("table",)),
     "deployable_selection": (deployable_selection, ("table",)),
     "ttt_remedies": (ttt_remedies, ("table",)),
@@ -450,10 +472,11 @@ def render(name: str, tables: dict[str, str | Path], out: str | Path, style: dic
     if name not in TABLE_FIGURES:
         raise ValueError(f"figure {name!r}: not one of {sorted(TABLE_FIGURES)}")
     draw, names = TABLE_FIGURES[name]
-    missing = [n for n in names if n not in tables]
+    missing = [n for n in names if not n.endswith("?") and n not in tables]
     if missing:
         raise ValueError(f"figure {name!r}: missing input table(s) {missing}")
-    draw(*(_read(tables[n]) for n in names), out, style, provenance)
+    # a name ending in '?' is optional: None when the rule does not give it
+    draw(*(_read(tables[n.rstrip("?")]) if n.rstrip("?") in tables else None for n in names), out, style, provenance)
 
 
 def _read(path: str | Path) -> pd.DataFrame | dict[str, Any]:

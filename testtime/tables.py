@@ -345,7 +345,8 @@ def _table6(agg, per_task, spec, **_):  # noqa: ANN001, ANN202
 
 def _table4(agg, per_task, spec, bon, **_):  # noqa: ANN001, ANN202
     table, per = table4(bon, agg, per_task, spec["steps"], k_bon=int(bon.groupby("problem_id").size().max()))
-    return {"table": table, "per_task": per}, {}
+    # the whole trajectory per task and the run's BoA step: Figure 7's Subset-2 points
+    return {"table": table, "per_task": per, "trajectory": per_task, "selection": selection(agg, per_task)}, {}
 
 
 def _table10(agg, per_task, spec, **_):  # noqa: ANN001, ANN202

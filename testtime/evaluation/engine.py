@@ -635,6 +635,13 @@ def compare(
     if ref.dtype.kind in "biu":
         diff = float(np.abs(ref.astype(np.int64) - out.astype(np.int64)).max(initial=0))
         return (None if diff == 0 else "numerical_mismatch"), diff
+    if ref.dtype.kind == "f" and ref.dtype.itemsize <= 8 and bool(np.isfinite(ref).all()):
+        # the common case, everywhere finite: the same float64 test chunk by chunk, without the masked
+        # copies below (the parent compares every timed call; on a 3M-element output this is ~5x faster)
+        if not bool(np.isfinite(out).all()):
+            return "nan_inf", None
+        max_diff, ok = _within(ref.reshape(-1), out.reshape(-1), atol, rtol)
+        return (None if ok else "numerical_mismatch"), max_diff
     ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
     finite = np.isfinite(ref64)
     if not np.all(np.isfinite(out64[finite])) or (
@@ -645,6 +652,28 @@ def compare(
     max_diff = float(diff.max(initial=0.0))
     ok = bool(np.all(diff <= atol + rtol * np.abs(ref64[finite])))
     return (None if ok else "numerical_mismatch"), max_diff
+
+
+#: elements per chunk of :func:`_within`: two float64 temporaries of 512 KB stay in cache
+COMPARE_CHUNK = 1 << 16
+
+
+def _within(ref: np.ndarray, out: np.ndarray, atol: float, rtol: float) -> tuple[float, bool]:
+    """(max |ref - out|, whether |ref - out| <= atol + rtol * |ref| everywhere) of two flat finite
+    arrays, in float64 as :func:`compare` computes it, one cache-sized chunk at a time."""
+    max_diff, ok = 0.0, True
+    for at in range(0, ref.size, COMPARE_CHUNK):
+        bound = ref[at : at + COMPARE_CHUNK].astype(np.float64)
+        diff = out[at : at + COMPARE_CHUNK].astype(np.float64)
+        diff -= bound
+        np.abs(diff, out=diff)
+        max_diff = max(max_diff, float(diff.max(initial=0.0)))
+        if ok:
+            np.abs(bound, out=bound)
+            bound *= rtol
+            bound += atol
+            ok = bool((diff <= bound).all())
+    return max_diff, ok
 
 
 def order_median_ci(ratios: list[float], level: float = 0.95) -> tuple[float, float]:
