@@ -5,6 +5,7 @@ while Snakemake parses the workflow.
 """
 
 import os
+import re
 
 from testtime.codehash import script_code_hash
 from testtime.config import canonical
@@ -18,6 +19,7 @@ from testtime.runs import (
     resolve_sdpo_run,
     sdpo_seed_suite,
     sdpo_step_settings,
+    step0_owners,
     step_settings,
 )
 
@@ -39,6 +41,8 @@ wildcard_constraints:
 RUN = config["run"]
 SEEDS = RUN["seeds"]
 EXPERIMENTS = config["ttt"]["experiments"]
+# TTT runs whose step 0 is an earlier run's (ttt.share_step0): run -> that run (rule ttt_step0_shared)
+STEP0_OWNERS = step0_owners(config)
 PROBE = config["probe"]
 
 
@@ -275,6 +279,28 @@ def ttt_step_input(wc):
         )
     inputs.update(ttt_checkpoint_input(wc.run, step))
     return inputs
+
+
+def step0_shared_runs():
+    """The wildcard pattern of the runs whose step 0 is shared (rule ttt_step0_shared), or one
+    that matches no run."""
+    return "|".join(re.escape(run) for run in STEP0_OWNERS) or "(?!)"
+
+
+def ttt_step0_shared_input(wc):
+    """Step 0's files of the run whose step 0 this run takes."""
+    owner = STEP0_OWNERS[wc.run]
+    return {key: ttt_step_file(owner, 0, name) for key, name in STEP0_FILES.items()}
+
+
+#: A TTT step's outputs by name (rule ttt_step), as ttt_step0_shared copies them.
+STEP0_FILES = {
+    "adapter": "adapter",
+    "optimizer": "optimizer.pt",
+    "rollouts": "rollouts.parquet",
+    "evaluations": "evaluations.parquet",
+    "metrics": "metrics.json",
+}
 
 
 def ttt_merge_input(name):
@@ -601,6 +627,14 @@ def bon_seeds(suite):
     """Seeds of a suite's Best-of-N records: BoN-L1's (`analyses.l1.seeds`) for its suite, else run.seeds."""
     l1 = ANALYSES["l1"]
     return l1["seeds"] if l1 and suite == l1["suite"] else SEEDS
+
+
+def bon_sampling(suite):
+    """The `sampling` settings of a suite's Best-of-N: BoN-L1's K (`analyses.l1.k`) for its suite."""
+    l1 = ANALYSES["l1"]
+    if l1 and suite == l1["suite"] and l1.get("k"):
+        return canonical({**config["sampling"], "k": l1["k"]})
+    return cfg("sampling")
 
 
 def bon_records_input(wc):

@@ -17,7 +17,7 @@ rule sample:
     resources:
         **stage_resources("sampling"),
     params:
-        sampling=cfg("sampling"),
+        sampling=lambda wc: bon_sampling(wc.suite),
         model=lambda wc: cfg("models", wc.model),
         model_path=lambda wc: model_dir_path(wc.model),
         checkpoint=lambda wc: checkpoint_for(wc.model),

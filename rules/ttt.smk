@@ -33,6 +33,34 @@ rule ttt_step:
         "../workflow_scripts/ttt_step.py"
 
 
+rule ttt_step0_shared:
+    """Step 0 of a run whose step-0 settings equal an earlier run's (ttt.share_step0): that run's
+    step 0, copied under this run's name."""
+    input:
+        unpack(ttt_step0_shared_input),
+    output:
+        adapter=directory(ttt_step_file("{run}", "0", "adapter")),
+        optimizer=ttt_step_file("{run}", "0", "optimizer.pt"),
+        rollouts=ttt_step_file("{run}", "0", "rollouts.parquet"),
+        evaluations=ttt_step_file("{run}", "0", "evaluations.parquet"),
+        metrics=ttt_step_file("{run}", "0", "metrics.json"),
+    log:
+        "results/logs/ttt_step0_shared/{run}.log",
+    wildcard_constraints:
+        run=step0_shared_runs(),
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        owner=lambda wc: STEP0_OWNERS[wc.run],
+        code=code("ttt_step0_shared"),
+    script:
+        "../workflow_scripts/ttt_step0_shared.py"
+
+
+ruleorder: ttt_step0_shared > ttt_step
+
+
 rule ttt_transfer:
     """An adapted checkpoint of one run sampled and evaluated on another run's tasks (§9.5)."""
     input:

@@ -328,6 +328,48 @@ def test_switches_join_a_run_only_when_they_differ_from_the_paper():
     assert "kl_to_start" not in resolve_run(config, "kl-s42")
 
 
+def test_runs_with_the_same_step0_settings_share_the_first_ones_step0():
+    from testtime.runs import step0_owners
+
+    config = embedded_config()
+    # the lr sweep and the remedies read nothing at step 0 that main-s42 does not; fast1-s42's
+    # step-0 rewards differ, other seeds, suites and task lists differ
+    assert step0_owners(config) == {r: "main-s42" for r in ("lr-1e-05", "lr-3e-06", "entropy-s42", "kl-s42")}
+    config["ttt"]["runs"]["lr-3e-06"]["k"] = 4  # a step-0 setting: its own step 0
+    assert "lr-3e-06" not in step0_owners(config)
+    config["ttt"]["share_step0"] = False
+    assert step0_owners(config) == {}
+
+
+def test_share_step0_copies_under_the_new_name(tmp_path):
+    import json
+    from pathlib import Path
+
+    from testtime import provenance
+    from testtime.records import read_parquet, read_provenance, write_parquet
+    from testtime.ttt.share import STEP_FILES, share_step0
+
+    src = {k: str(tmp_path / "a" / k) for k in STEP_FILES}
+    dst = {k: str(tmp_path / "b" / k) for k in STEP_FILES}
+    Path(src["adapter"]).mkdir(parents=True)
+    Path(dst["adapter"]).parent.mkdir(parents=True)
+    (Path(src["adapter"]) / "adapter_model.safetensors").write_bytes(b"weights")
+    Path(src["optimizer"]).write_bytes(b"adam")
+    prov = {"run": "main-s42", "config_hash": "h"}
+    for key in ("rollouts", "evaluations"):
+        write_parquet(pd.DataFrame({"run": ["main-s42"] * 2, "step": [0, 0], "x": [1, 2]}), src[key], prov)
+    provenance.write_json_atomic(src["metrics"], {"run": "main-s42", "step": 0, "provenance": prov})
+    share_step0(src, dst, "lr-1e-05", "main-s42")
+    assert (Path(dst["adapter"]) / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert Path(dst["optimizer"]).read_bytes() == b"adam"
+    for key in ("rollouts", "evaluations"):
+        frame = read_parquet(dst[key])
+        assert frame["run"].tolist() == ["lr-1e-05"] * 2 and frame["x"].tolist() == [1, 2]
+        assert read_provenance(dst[key]) == {"run": "lr-1e-05", "config_hash": "h", "step0_of": "main-s42"}
+    metrics = json.loads(Path(dst["metrics"]).read_text())
+    assert metrics["run"] == "lr-1e-05" and metrics["provenance"]["step0_of"] == "main-s42"
+
+
 def step_metrics(run, step, fast, switches=None, update=None):
     return {
         "run": run,
@@ -421,8 +463,8 @@ def test_open_question_targets_plan_in_all_and_figure_4_is_unchanged(clean_repo)
     for rule in NEW_RULES:  # the deployable selection on run.suite and on BoN-L1's suite
         assert counts.get(rule) == (2 if rule.startswith("deployable") else 1), (rule, counts)
     for path in (
-        "results/tables/smollm2-135m/bundled/deployable_selection.csv",
-        "figures/open_questions/smollm2-135m/bundled/deployable_selection.pdf",
+        "results/tables/smollm2-135m/headroom/deployable_selection.csv",
+        "figures/open_questions/smollm2-135m/headroom/deployable_selection.pdf",
         "results/tables/smollm2-135m/bundled-all/deployable_selection.csv",
         "figures/open_questions/smollm2-135m/bundled-all/deployable_selection.pdf",
         "results/tables/ttt/remedies.csv",
@@ -431,7 +473,7 @@ def test_open_question_targets_plan_in_all_and_figure_4_is_unchanged(clean_repo)
         "figures/open_questions/reward_sparsification.pdf",
         "results/tables/probes/entropy-s42/seed42/probe.csv",
         "results/tables/probes/kl-s42/seed42/probe.csv",
-        "results/ttt/fast1-s42/step3/metrics.json",
+        "results/ttt/fast1-s42/step2/metrics.json",
     ):
         assert path in out.stdout, path
     assert counts["probe_score"] == 3  # main-s42 (probe.run, shared), entropy-s42, kl-s42
@@ -443,7 +485,9 @@ def test_switched_off_the_open_questions_plan_nothing(clean_repo):
     off = "analyses:\n  deployable: false\nttt:\n  experiments:\n    remedies: []\n    reward_sparsification: []\n"
     counts = dry_counts(clean_repo, ["all", "--configfile", "config/config.yaml"], off)
     assert not set(NEW_RULES) & set(counts)
-    assert counts["probe_score"] == 1 and counts["ttt_step"] == 52 - 3 * 4  # the three variant runs are gone
+    # the three variant runs are gone: 29 steps (3 of them fast1-s42's) and the 2 step 0s entropy-s42
+    # and kl-s42 share with main-s42 (see test_all_plans_every_step_once_with_step0_shared)
+    assert counts["probe_score"] == 1 and counts["ttt_step"] == 29 - 3 and counts["ttt_step0_shared"] == 4 - 2
 
 
 @pytest.mark.slow
@@ -482,9 +526,12 @@ def test_open_question_experiments_build_on_the_tiny_config(tmp_path):
     def metrics(run, step):
         return json.loads((work / f"results/ttt/{run}/step{step}/metrics.json").read_text())
 
-    # the variants start where the paper's run starts: the same step-0 rollouts
+    # the variants start where the paper's run starts: main-s42's step 0, shared (ttt.share_step0)
     step0 = {r: read_parquet(work / f"results/ttt/{r}/step0/rollouts.parquet") for r in ("main-s42", "entropy-s42", "kl-s42")}
     assert step0["entropy-s42"]["token_ids"].map(list).tolist() == step0["main-s42"]["token_ids"].map(list).tolist()
+    assert set(step0["kl-s42"]["run"]) == {"kl-s42"} and metrics("kl-s42", 0)["provenance"]["step0_of"] == "main-s42"
+    assert not (work / "results/logs/ttt_step/entropy-s42/step0.log").exists()  # not sampled again
+    assert "step0_of" not in metrics("fast1-s42", 0)["provenance"]  # its step-0 rewards differ
     assert (
         metrics("entropy-s42", 1)["update"]["entropy_bonus"] == 0.01 and metrics("entropy-s42", 1)["update"]["entropy_mean"] > 0
     )

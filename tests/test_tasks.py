@@ -109,7 +109,7 @@ def test_headroom_suite_loads_by_its_source_with_all_tasks_eval() -> None:
 @pytest.mark.parametrize("task", HEADROOM, ids=lambda t: f"{t.problem_id}_{t.name}")
 def test_headroom_task_has_a_builtin_the_evaluator_accepts(task: Task) -> None:
     # the real evaluator on the builtin rewrite; how much faster it is is measured by Figure 4's
-    # build on config/headroom.yaml (README), not asserted here
+    # build on the embedded default (README), not asserted here
     from testtime.evaluation import EvalSettings, evaluate_one
     from testtime.prompting import candidate_code, candidate_source
 

@@ -8,6 +8,7 @@ Imported by ``rules/common.smk`` while Snakemake parses the workflow, so it stay
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +88,25 @@ def step_settings(run: Mapping[str, Any], step: int | None = None) -> dict[str, 
     without rerunning finished ones), and at step 0 none of the update's settings."""
     drop = {"steps", *(UPDATE_KEYS if step == 0 else ())}
     return {key: value for key, value in run.items() if key not in drop}
+
+
+def step0_owners(config: Mapping[str, Any]) -> dict[str, str]:
+    """TTT runs whose step 0 is another run's (``ttt.share_step0``): run -> the first run in
+    ``ttt.runs`` with the same step-0 settings (:func:`step_settings` at step 0). A run whose
+    settings do not resolve is left to its own step (its error is raised when it is asked for)."""
+    if not config["ttt"].get("share_step0", True):
+        return {}
+    first: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for name in config["ttt"].get("runs", {}):
+        try:
+            key = json.dumps(step_settings(resolve_run(config, name), 0), sort_keys=True, default=str)
+        except ValueError:
+            continue
+        owner = first.setdefault(key, name)
+        if owner != name:
+            owners[name] = owner
+    return owners
 
 
 # ---------------------------------------------------------------- RLVR (reference-protocol §8)
