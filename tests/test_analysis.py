@@ -328,6 +328,23 @@ def test_selection_table_and_strategy_summary():
     assert summ.loc["confidence-guided", "fast_1_ci_low"] == pytest.approx(centre - half)
     assert summ.loc["confidence-guided", "fast_1_ci_high"] == pytest.approx(centre + half)
     assert (summ["fast_1_ci_low"] <= summ["fast_1"]).all() and (summ["fast_1"] <= summ["fast_1_ci_high"]).all()
+    # the mean speedup's bootstrap interval: around the mean, inside the picks' range
+    assert (summ["mean_speedup_ci_low"] <= summ["mean_speedup"]).all()
+    assert (summ["mean_speedup"] <= summ["mean_speedup_ci_high"]).all()
+    assert summ.loc["best-correct", "mean_speedup_ci_low"] >= 0.8 and summ.loc["best-correct", "mean_speedup_ci_high"] <= 4.0
+
+
+def test_bootstrap_mean_interval():
+    from testtime.analysis import bootstrap_mean_interval
+
+    assert bootstrap_mean_interval(np.array([2.0, 2.0, 2.0])) == (2.0, 2.0)
+    assert bootstrap_mean_interval(np.array([1.5])) == (1.5, 1.5)
+    assert all(math.isnan(v) for v in bootstrap_mean_interval(np.array([])))
+    values = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0])
+    low, high = bootstrap_mean_interval(values)
+    # the sampling distribution of the mean: sd = 1 / sqrt(8) = 0.354 around 2.0
+    assert 2.0 - 2.2 * 0.354 < low < 2.0 - 1.6 * 0.354 and 2.0 + 1.6 * 0.354 < high < 2.0 + 2.2 * 0.354
+    assert bootstrap_mean_interval(values) == (low, high)  # a fixed seed: reproducible
 
 
 def test_wilson_interval_stays_in_range_and_takes_expectations():

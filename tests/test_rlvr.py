@@ -189,7 +189,7 @@ def test_trained_checkpoint_plans_rlvr_before_best_of_n_ttt_and_the_probe(clean_
     # the samples and TTT step 0 read the RLVR run's last adapter
     adapter = "results/rlvr/smollm2-135m/main/step2/adapter"
     sample_jobs = [block for block in stdout.split("\n\n") if "rule sample:" in block]
-    assert sample_jobs and all(adapter in block for block in sample_jobs if "smollm2-135m/bundled/" in block)
+    assert sample_jobs and all(adapter in block for block in sample_jobs if "smollm2-135m/headroom/" in block)
     ttt0 = [b for b in stdout.split("\n\n") if "rule ttt_step:" in b and "main-s42/step0/" in b]
     assert ttt0 and adapter in ttt0[0]
 

@@ -78,6 +78,23 @@ def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> t
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def bootstrap_mean_interval(values: np.ndarray, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement,
+    ``n_boot`` times, a fixed seed so a table is reproducible); (nan, nan) for none, (v, v) for one.
+
+    Figure 4's mean selected speedup is a mean over 8-24 task-seed picks with one or two large
+    values; a normal interval would be symmetric where the spread is not."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    if arr.size == 1:
+        return float(arr[0]), float(arr[0])
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, arr.size, size=(n_boot, arr.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
 # --------------------------------------------------------------------------------------
 # Scalar statistics
 # --------------------------------------------------------------------------------------
