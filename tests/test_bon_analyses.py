@@ -442,3 +442,25 @@ def test_figures_1_and_7_draw_from_the_published_values(tmp_path):
     assert (tmp_path / "fig7s2.pdf").stat().st_size > (tmp_path / "fig7.pdf").stat().st_size
     with pytest.raises(ValueError, match="table8"):
         render("fig7", {n: tmp_path / f"{n}.csv" for n in files if n != "table8"}, tmp_path / "x.pdf", style, {})
+
+
+@pytest.mark.parametrize(
+    "style",
+    [{}, {"error_bars": "wilson95"}, {"error_bars": "wilson95", "log_speedup": False}],
+    ids=["paper", "ci-log", "ci-linear"],
+)
+def test_figure_4_draws_in_each_style(tmp_path, style):
+    """Figure 4 with the paper's std bars, and with Table 3's intervals on both panels (the
+    mean-speedup interval, a bootstrap over the task-seed picks, on a log or a linear axis)."""
+    from testtime.figures import fig4
+    from testtime.selection import strategy_summary
+
+    rows = []
+    for seed in (42, 43):
+        for pid, speeds in enumerate([(3.0, 1.0, 2.0), (1.8, 1.1, 1.0), (1.02, 1.02, 1.02)]):
+            for strategy, speed in zip(("best-correct", "surprisal-guided", "random-correct"), speeds):
+                rows.append({"seed": seed, "problem_id": pid, "strategy": strategy, "speedup": speed, "fast_1": speed > 1.0})
+    summary = strategy_summary(pd.DataFrame(rows))
+    assert (summary["mean_speedup_ci_low"] < summary["mean_speedup_ci_high"]).all()
+    fig4(summary, tmp_path / "fig4.pdf", style, {"config_hash": "x"})
+    assert (tmp_path / "fig4.pdf").read_bytes().startswith(b"%PDF")

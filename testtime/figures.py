@@ -157,8 +157,9 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
     else:
         err = summary["fast_1_std"].fillna(0) * 100
     ax_a.bar(x, rate, yerr=err, color=colors, capsize=4)
-    for xi, r in zip(x, rate):
-        ax_a.text(xi, r + 2, f"{r:.0f}%", ha="center", fontsize=8)
+    upper = rate + (err[1] if isinstance(err, list) else err)  # labels above the error bars
+    for xi, r, top in zip(x, rate, upper):
+        ax_a.text(xi, top + 2, f"{r:.0f}%", ha="center", fontsize=8)
     ax_a.set_ylabel("fast$_1$ success (%)")
     ax_a.set_ylim(0, 110)
     ax_a.set_title("(a) fast$_1$ success rate", fontsize=10)
@@ -172,16 +173,19 @@ def fig4(summary: pd.DataFrame, out: str | Path, style: dict[str, Any], provenan
         ]
         ax_b.set_xlabel("bars: 95% bootstrap interval of the mean over task-seed picks", fontsize=7)
     ax_b.bar(x, speed, yerr=speed_err, color=colors, capsize=4)
-    for xi, s in zip(x, summary["mean_speedup"]):
-        ax_b.text(xi, max(s, 1e-3) * 1.05, f"{s:.2f}x", ha="center", fontsize=8)
+    tops = speed if speed_err is None else speed + speed_err[1]  # labels above the error bars
+    for xi, s, top in zip(x, summary["mean_speedup"], tops):
+        ax_b.text(xi, max(top, 1e-3) * 1.03, f"{s:.2f}x", ha="center", va="bottom", fontsize=8)
     if style.get("log_speedup", True):
         from matplotlib.ticker import FuncFormatter, LogLocator
 
         ax_b.set_yscale("log")
-        ax_b.set_ylim(min(0.1, float(speed.min()) / 2), max(2.0, float(speed.max()) * 3))
+        ax_b.set_ylim(min(0.1, float(speed.min()) / 2), max(2.0, float(tops.max()) * 3))
         ax_b.yaxis.set_major_locator(LogLocator(base=10))
         ax_b.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax_b.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    else:
+        ax_b.set_ylim(0, max(2.0, float(tops.max()) * 1.15))
     ax_b.axhline(1.0, color="black", lw=0.8, ls="--")
     ax_b.set_ylabel("mean selected speedup (x)")
     ax_b.set_title("(b) mean speedup", fontsize=10)
@@ -368,7 +372,7 @@ def fig7(
     ax.set_xlim(-5, 105)
     ax.set_xlabel("base policy coverage: step-0 fast$_1$ (%)")
     ax.set_ylabel("BoA benefit over Best-of-N (pp)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     ax.set_title(style.get("title") or f"Regime dependence (Best-of-N seed {style['seed']})", fontsize=10)
     fig.tight_layout()
     _save(fig, out, "testtime Figure 7", provenance)
