@@ -280,8 +280,9 @@ def test_new_targets_plan_on_the_embedded_default_and_figure_4_is_unchanged(clea
     counts = job_counts(out.stdout)
     for rule in ("table1", "table7", "table8", "table11", "length_control", "logprob_variance", "full_l1", "fig1", "fig7"):
         assert counts.get(rule) == 1, (rule, counts)
-    # BoN-L1 samples its own suite (one seed): 2 + 1 Best-of-N sample jobs
-    assert counts["sample"] == 3
+    # Best-of-N on run.suite (2 seeds), on BoN-L1's suite (one seed) and on Subset 2's suite (Figure
+    # 7's Subset-2 points, through Table 4: one seed)
+    assert counts["sample"] == 4
     assert "results/tables/smollm2-135m/bundled-all/logprob_variance.csv" in out.stdout
     fig4 = job_counts(run_snakemake(["figures/fig4.pdf", "-n"], cwd=clean_repo, timeout=300).stdout)
     assert fig4 == FIGURE4_PLAN

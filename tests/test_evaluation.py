@@ -251,11 +251,13 @@ def test_a_forward_pays_no_page_faults_once_warm():
         for _ in range(3):
             ev.reference.exchange("given", metas, inputs, offset)
         counts = []
-        for _ in range(5):
+        for _ in range(7):
             before = faults()
             ev.reference.exchange("given", metas, inputs, offset)
             counts.append(faults() - before)
-    assert max(counts) < 100, f"page faults per warm call: {counts}"
+    # the median call: a single burst on a loaded machine is allowed (ci8 saw [1025, 0, 0, 0, 1]
+    # under the test suite's load); the trim bug made every call of a worker fault, or none
+    assert sorted(counts)[len(counts) // 2] < 100, f"page faults per warm call: {counts}"
 
 
 def test_compare_and_ci_helpers():

@@ -281,10 +281,11 @@ def test_paper_plan_fetches_model_and_suite_and_the_embedded_default_fetches_not
 
 def test_a_malformed_remote_source_names_its_key(tmp_path, clean_repo):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("suites:\n  bundled:\n    source: github:ScalingIntelligence/KernelBench\n")
+    # the embedded default's suite (run.suite), which Figure 4 reads
+    bad.write_text("suites:\n  headroom:\n    source: github:ScalingIntelligence/KernelBench\n")
     out = run_snakemake(["figures/fig4.pdf", "-n", "--configfile", str(bad)], cwd=clean_repo, timeout=120)
     assert out.returncode != 0
-    assert "config key 'suites.bundled.source'" in out.stdout + out.stderr
+    assert "config key 'suites.headroom.source'" in out.stdout + out.stderr
 
 
 # ---------------------------------------------------------------- (d) the rules, run

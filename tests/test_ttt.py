@@ -109,10 +109,10 @@ def embedded_config() -> dict:
 def test_runs_inherit_defaults_and_override_them():
     config = embedded_config()
     main = runs.resolve_run(config, "main-s42")
-    assert main["lr"] == config["ttt"]["lr"] and main["suite"] == "bundled" and main["model"] == "smollm2-135m"
+    assert main["lr"] == config["ttt"]["lr"] and main["suite"] == "headroom" and main["model"] == "smollm2-135m"
     low = runs.resolve_run(config, "lr-1e-05")
     assert low["lr"] == 1e-5 and low["k"] == main["k"]
-    assert runs.resolve_run(config, "main-s43")["suite"] == "bundled-split43"
+    assert runs.resolve_run(config, "subset2")["suite"] == "bundled-split43"  # a run's own suite
     assert "steps" not in runs.step_settings(main, 2)  # extending a run never reruns its finished steps
     assert "lr" in runs.step_settings(main, 1) and "lr" not in runs.step_settings(main, 0)  # step 0 never updates
 
