@@ -1,7 +1,7 @@
 """The hardened evaluator on the 20 KernelBench L1 eval tasks (split seed 42) at CPU sizes.
 
 Usage: python benchmarks/bench_kernelbench_eval.py [--data PARQUET | --bundled] [--repeats 5]
-       [--ids 4 5 ...] [--device cpu|cuda] [--sizes cpu|full]
+       [--ids 4 5 ...] [--device cpu|cuda] [--sizes cpu|full] [--gpu-clock timeline|host]
 
 The candidate of each task is the reference's own forward body (identical code): every verdict
 must be correct, and its speedups show the evaluator's noise. Prints per task the verdicts, the
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from testtime.evaluation import EvalSettings, Evaluator
-from testtime.evaluation.engine import bootstrap_median_ci, order_median_ci, widened_ci
+from testtime.evaluation.engine import GPU_CLOCKS, bootstrap_median_ci, order_median_ci, widened_ci
 from testtime.prompting import candidate_source, reference_forward_body
 from testtime.tasks import load_bundled, load_suite, make_split
 
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--bundled", action="store_true", help="the bundled CPU suite instead of KernelBench L1")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", default="cpu", choices=["cpu", "full"])
+    ap.add_argument("--gpu-clock", default="timeline", choices=list(GPU_CLOCKS), help="evaluation.gpu_clock")
     args = ap.parse_args()
     if args.bundled:
         tasks = load_bundled()
@@ -42,9 +43,9 @@ def main() -> None:
         tasks = load_suite({"source": args.data, "level": 1, "sizes": args.sizes})
         eval_ids = make_split([t.problem_id for t in tasks], seed=42)["eval"]
         chosen = [t for t in tasks if t.problem_id in (args.ids or eval_ids)]
-    settings = EvalSettings(device=args.device, cpu_core=0 if args.device == "cpu" else None)
+    settings = EvalSettings(device=args.device, cpu_core=0 if args.device == "cpu" else None, gpu_clock=args.gpu_clock)
     print(
-        f"{len(chosen)} tasks x {args.repeats} repeats, protocol {settings.protocol}, "
+        f"{len(chosen)} tasks x {args.repeats} repeats, protocol {settings.protocol}, gpu_clock {settings.gpu_clock}, "
         f"{settings.correctness_trials}+{settings.wide_trials} trials, {settings.timing_pairs} timing pairs"
     )
     print(f"{'id':>3}  {'task':36} correct  {'min':>6} {'median':>6} {'max':>6}  ci_low>1  sec/cand  flags")
@@ -97,7 +98,7 @@ def main() -> None:
         f"{covered_order / max(1, n_correct):.3f}"
     )
     # the same pairs' bootstrap CI widened by other spreads (engine.widened_ci): what ci_spread needs to be
-    spreads = [0.0, 0.05, 0.1, 0.155, 0.2, 0.25, 0.3]
+    spreads = [0.0, 0.05, 0.1, 0.155, 0.2, 0.25, 0.3] if args.device == "cpu" else [0.0, 0.002, 0.004, 0.006, 0.008, 0.0115, 0.02]
     coverage = [
         sum(lo <= 1.0 <= hi for lo, hi in (widened_ci(m, a, b, sd, settings.ci_level) for m, a, b in pairs_ci)) for sd in spreads
     ]

@@ -19,6 +19,7 @@ Two protocols share this engine (``EvalSettings.protocol``):
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import math
@@ -58,6 +59,16 @@ CLOCK_BATCH_NS = 10_000_000
 # ... with at most this many outputs in a worker's stack, and at most this many bytes of them.
 CLOCK_MAX_SLOTS = 64
 CLOCK_STACK_BYTES = 512 * 1024 * 1024
+# The GPU-timeline clock (``gpu_clock: timeline``): the timed worker reads its inputs from buffers
+# of the clock process, at most this many bytes of them per timed worker ...
+CLOCK_INPUT_BYTES = 1024 * 1024 * 1024
+# ... and the clock holds the GPU this long before each window (doubled, up to the maximum, after a
+# window whose start had passed before the clock could queue its end: the host was slower than the
+# gate, and the GPU may have idled inside the window).
+CLOCK_GATE_NS = 2_000_000
+CLOCK_GATE_MAX_NS = 64_000_000
+GPU_CLOCKS = ("timeline", "host")
+WINDOW_LOG = 256  # the last windows' host phases (arm, queue, close ns), kept for diagnosis
 # The batch size comes from the fastest of this many one-call windows and echoes of the reference.
 BATCH_PROBES = 3
 # Async-escape check (GPU): the candidate's gap between its current stream being done and the whole
@@ -85,8 +96,10 @@ HARNESS_PROBE_PAIRS = 8
 # widened by these it must reach the nominal level (docs/evaluator.md, "Calibration"). CPU: 0.155
 # reached 56/60 under a load average of 4-6 on the 2 cores (sessions 5 and 6), 0.2 reached 57/60
 # on the parent's wall clock; on the workers' CPU clocks beside two busy processes (session 7)
-# 0.05 reached 59/60 and 0.1 60/60.
-CI_SPREAD = {"cpu": 0.1, "cuda": 0.0115}
+# 0.05 reached 59/60 and 0.1 60/60. GPU-timeline clock (session 9, H200, the 20 L1 eval tasks at
+# full size, 3 evaluations each): 44/60 alone, 55/60 with 0.002, 60/60 with 0.004; the host
+# clock ("cuda_host") 0.0115.
+CI_SPREAD = {"cpu": 0.1, "cuda": 0.004, "cuda_host": 0.0115}
 # Percentile-bootstrap resamples for the speedup CI: 2000 keeps the 2.5/97.5% percentiles stable to
 # about a percent for the 5-20 pairs we time, and costs milliseconds.
 BOOTSTRAP_RESAMPLES = 2000
@@ -146,6 +159,9 @@ class EvalSettings:
     landlock: bool = True
     seccomp: bool = True  # candidate workers may not touch other processes' scheduling, limits, memory or signals
     cpu_core: int | None = None  # pin reference and candidate workers to this core (CPU timing)
+    # hardened GPU timing: "timeline" (the clock process's CUDA events around the forwards on the GPU
+    # timeline) or "host" (the parent's clock around whole batches, harness included)
+    gpu_clock: str = "timeline"
 
     @classmethod
     def from_config(cls, section: dict[str, Any], device: str | None = None) -> EvalSettings:
@@ -156,6 +172,8 @@ class EvalSettings:
         settings = cls(**values)
         if settings.protocol not in ("hardened", "kernelbench"):
             raise ValueError(f"evaluation.protocol: unknown protocol {settings.protocol!r}")
+        if settings.gpu_clock not in GPU_CLOCKS:
+            raise ValueError(f"evaluation.gpu_clock: {settings.gpu_clock!r} is not one of {', '.join(GPU_CLOCKS)}")
         return settings
 
     @property
@@ -241,7 +259,14 @@ class _Worker:
     socket. ``keeper`` and ``pid`` are the two processes' ids."""
 
     def __init__(
-        self, role: str, problem_src: str, candidate_src: str | None, settings: EvalSettings, scratch: str, seal: bool = False
+        self,
+        role: str,
+        problem_src: str,
+        candidate_src: str | None,
+        settings: EvalSettings,
+        scratch: str,
+        seal: bool = False,
+        ipc_events: bool = False,
     ):
         # a hardened candidate is checked for processes and threads after every answer (under
         # KernelBench's protocol too, whatever it started dies with it, unchecked)
@@ -251,7 +276,7 @@ class _Worker:
         self.ready_scheduling: set[tuple[Any, ...]] = set()
         parent_end, child_end = socket.socketpair()
         pid_read, pid_write = os.pipe()
-        worker_settings = {**settings.worker_settings(), "seal": seal}
+        worker_settings = {**settings.worker_settings(), "seal": seal, "ipc_events": ipc_events}
         # A plain fork, not multiprocessing: this class reaps its own processes, and multiprocessing
         # would keep polling (and at exit SIGTERM) pids it never saw exit.
         keeper = os.fork()
@@ -755,6 +780,12 @@ class Evaluator:
         self.stack_spec: dict[str, Any] = {}
         self.batch_n = 1
         self.harness_bound = False
+        # the GPU-timeline clock: its input buffers per slot (as the clock describes them), its gate
+        self.timeline = settings.gpu_clock == "timeline"
+        self.clock_inputs: dict[str, dict[str, Any]] = {}
+        self.gate_ns = float(CLOCK_GATE_NS)
+        self.late_windows = 0
+        self.window_log: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=WINDOW_LOG)
 
     def __enter__(self) -> Evaluator:
         self._start_reference()
@@ -898,6 +929,8 @@ class Evaluator:
             if self.reference_tainted:  # its timings can no longer be trusted
                 self.reference_tainted = False
                 self._restart_reference()
+            elif self.clock is None and self.settings.hardened and self.settings.on_gpu and self.reference_error is None:
+                self._restart_clock()  # dropped during this candidate (_drop_clock)
 
     def _check_scheduling(self, worker: _Worker) -> None:
         """Before a timing pair: nobody's affinity, priority or policy changed (seccomp forbids
@@ -1136,7 +1169,8 @@ class Evaluator:
         ratios = [r / c for r, c in zip(ref_ns, cand_ns)]
         result.speedup = float(statistics.median(ratios))
         low, high = bootstrap_median_ci(ratios, self.settings.ci_level)
-        spread = self.settings.ci_spread if self.settings.ci_spread is not None else CI_SPREAD[self.settings.device.split(":")[0]]
+        clock = self.settings.device.split(":")[0] + ("_host" if self.settings.on_gpu and not self.timeline else "")
+        spread = self.settings.ci_spread if self.settings.ci_spread is not None else CI_SPREAD[clock]
         result.speedup_ci_low, result.speedup_ci_high = widened_ci(result.speedup, low, high, spread, self.settings.ci_level)
         result.runtime_us = statistics.median(cand_ns) / 1e3
         result.ref_runtime_us = statistics.median(ref_ns) / 1e3
@@ -1154,14 +1188,26 @@ class Evaluator:
         shape, dtype = [int(v) for v in spec["shape"]], str(spec["dtype"])
         out_bytes = max(1, math.prod(shape) * _itemsize(dtype))
         slots = max(1, min(CLOCK_MAX_SLOTS, CLOCK_STACK_BYTES // out_bytes))
-        self.stack_spec = {"slots": slots, "shape": shape, "dtype": dtype}
-        self.clock = _Worker("reference", self.problem_src, None, self.settings, tempfile.mkdtemp(dir=self.scratch))
+        self.clock = _Worker(
+            "reference", self.problem_src, None, self.settings, tempfile.mkdtemp(dir=self.scratch), ipc_events=self.timeline
+        )
         ready, _ = self.clock.receive(self.settings.load_timeout_s)
         if ready.get("ok") is not True:
             raise WorkerFailed("reference_error", f"the clock process failed: {ready.get('error')}")
+        self.clock_inputs = {}
+        if self.timeline:
+            for side in ("ref", "cand"):
+                layout, _ = self.clock.request("inputs", -1, slot=side, max_sets=slots, max_bytes=CLOCK_INPUT_BYTES)
+                if "refused" in layout:  # inputs the clock cannot share: the host clock for this task
+                    logger.warning("GPU-timeline clock unavailable (%s); timing on the host clock", layout["refused"])
+                    self.timeline, self.clock_inputs = False, {}
+                    break
+                self.clock_inputs[side] = layout
+                slots = min(slots, int(layout["capacity"]))
+        self.stack_spec = {"slots": slots, "shape": shape, "dtype": dtype}
         self._map(self.reference, "ref", None)
         for _ in range(self.settings.warmup):
-            self._window(self.reference, "ref", 1)
+            self._window(self.reference, "ref", 1, grow=False)
         per_call = min(self._window(self.reference, "ref", 1)[0] for _ in range(BATCH_PROBES))
         echo = min(self._window(self.reference, "ref", 1, echo=True)[0] for _ in range(BATCH_PROBES))
         self.batch_n = max(1, min(slots, math.ceil(CLOCK_BATCH_NS / max(per_call - echo, MIN_TIMED_NS))))
@@ -1172,9 +1218,11 @@ class Evaluator:
         self.harness_bound = harness_bound(ref_ns, echo_ns)
 
     def _map(self, worker: _Worker, slot: str, budget: float | None) -> None:
-        header, _ = worker.request("stack", -1, budget, **self.stack_spec)
+        layout = self.clock_inputs.get(slot)
+        extra = {key: layout[key] for key in ("inputs", "ready", "done")} if layout else {}
+        header, _ = worker.request("stack", -1, budget, **self.stack_spec, **extra)
         assert self.clock is not None
-        answer, _ = self.clock.request("map", -1, slot=slot, meta=header.get("stack"), **self.stack_spec)
+        answer, _ = self.clock.request("map", -1, slot=slot, meta=header.get("stack"), timeline=bool(layout), **self.stack_spec)
         if "refused" in answer:
             raise WorkerFailed("protocol_error", f"the output stack cannot be mapped: {answer['refused']}")
 
@@ -1187,6 +1235,7 @@ class Evaluator:
         echo: bool = False,
         signs: list[int] | None = None,
         seeds: list[int] | None = None,
+        grow: bool = True,
     ) -> tuple[int, float]:
         """One timed window on this process's clock: from sending ``side`` a batch of ``n`` fresh
         seeds to the clock process holding a copy of its ``n`` outputs (snapshot ``slot``, or
@@ -1195,6 +1244,8 @@ class Evaluator:
         the worker reported (ns the device stayed busy after its stream was done; 0 if none)."""
         assert self.clock is not None
         seeds = seeds or [secrets.randbits(62) for _ in range(n)]
+        if self.timeline:
+            return self._timeline_window(side, slot, seeds, budget, echo, signs, grow)
         started = time.perf_counter_ns()
         nonce = side.begin("batch", budget, seeds=seeds, signs=signs, echo=echo)
         header, _ = side.answer(nonce, budget)
@@ -1205,6 +1256,72 @@ class Evaluator:
         side.check_contained()
         gap = header.get("gap_ns")
         return elapsed, float(gap) if isinstance(gap, (int, float)) else 0.0
+
+    def _timeline_window(
+        self,
+        side: _Worker,
+        slot: str,
+        seeds: list[int],
+        budget: float | None,
+        echo: bool,
+        signs: list[int] | None,
+        grow: bool = True,
+    ) -> tuple[int, float]:
+        """One timed window on the GPU timeline (``gpu_clock: timeline``), measured by the clock
+        process, which never loads candidate code:
+
+        1. the clock draws the sets of ``seeds`` into memory no worker maps, holds the GPU for the
+           gate, copies the sets into ``slot``'s input buffers, and records the slot's ready
+           event and then its start event (E0);
+        2. the worker queues behind the ready event its forwards on those buffers and the done
+           event, and replies with where its outputs will be (CUDA IPC descriptions);
+        3. the clock queues a wait on the done event, a copy of the outputs from there, and its
+           end event (E1); the window is E0 to E1.
+
+        A worker that starts early reads the previous window's inputs (its outputs are judged
+        wrong); one that signals done before its outputs are complete has them copied
+        incomplete; work it leaves running afterwards is missing from the copy, or shows in
+        the device-busy gap of ``settle`` (``async_escape``). The gate keeps the GPU busy
+        until all three have queued their work, so no host latency is inside the window; a
+        window whose start had already passed when the clock queued its end is done again
+        with a longer gate (and kept as it is once the gate is at its maximum; warm-up windows,
+        ``grow`` false, are kept as they are)."""
+        clock = self.clock
+        assert clock is not None
+
+        def on_clock(op: str, **extra: Any) -> dict[str, Any]:
+            try:
+                return clock.request(op, -1, budget, slot=slot, **extra)[0]
+            except WorkerFailed as exc:
+                self._drop_clock()
+                if slot == "cand" and exc.kind == "timeout":  # the candidate's work never signalled done
+                    raise WorkerFailed("timeout", f"the timed batch did not finish ({exc.message})") from None
+                raise WorkerFailed("judge_error", f"the clock process failed ({exc.kind}: {exc.message})") from None
+
+        while True:
+            t0 = time.perf_counter_ns()
+            on_clock("arm", seeds=seeds, signs=signs, gate_ns=self.gate_ns)
+            t1 = time.perf_counter_ns()
+            queued, _ = side.answer(side.begin("queue", budget, n=len(seeds), echo=echo), budget)
+            t2 = time.perf_counter_ns()
+            closed = on_clock("close", outputs=queued.get("outputs"))
+            if "refused" in closed:
+                raise WorkerFailed("protocol_error", f"timed outputs: {closed['refused']}")
+            t3 = time.perf_counter_ns()
+            settled, _ = side.answer(side.begin("settle", budget), budget)
+            side.check_contained()
+            self.window_log.append(
+                (slot, echo, t1 - t0, t2 - t1, t3 - t2, bool(closed.get("late")), closed.get("ns"), self.gate_ns)
+            )
+            if not closed.get("late") or self.gate_ns >= CLOCK_GATE_MAX_NS or not grow:
+                break
+            self.gate_ns = min(2 * self.gate_ns, float(CLOCK_GATE_MAX_NS))
+        if closed.get("late") and grow:
+            self.late_windows += 1
+        ns, gap = closed.get("ns"), settled.get("gap_ns")
+        if not isinstance(ns, (int, float)):
+            raise WorkerFailed("judge_error", "the clock process returned no window length")
+        return int(ns), float(gap) if isinstance(gap, (int, float)) else 0.0
 
     def _time_clocked(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
         """Hardened GPU timing on this process's clock (see ``_window``).
@@ -1225,11 +1342,12 @@ class Evaluator:
         """
         assert self.reference is not None and self.clock is not None
         n = self.batch_n
+        self.late_windows = 0
         self._map(worker, "cand", remaining())
         try:
             for _ in range(self.settings.warmup):  # both sides, alternately, so neither starts colder
-                self._window(self.reference, "ref", 1)
-                self._window(worker, "cand", 1, remaining())
+                self._window(self.reference, "ref", 1, grow=False)  # (first calls may be slow to queue)
+                self._window(worker, "cand", 1, remaining(), grow=False)
             ref_ns, cand_ns, echo_ns, ref_gaps, cand_gaps = [], [], [], [], []
             for pair in range(self.settings.timing_pairs):
                 self._check_scheduling(worker)
@@ -1253,7 +1371,7 @@ class Evaluator:
                 if self.clock is not None:
                     self.clock.request("unmap", -1, slot="cand")
             except WorkerFailed:
-                self._restart_clock()
+                self._drop_clock()
         if statistics.median(cand_gaps) > ASYNC_GAP_REF_FACTOR * max(statistics.median(ref_gaps), 0.0) + ASYNC_GAP_FLOOR_NS:
             result.flags.append("async_escape")
             raise WorkerFailed(
@@ -1277,8 +1395,10 @@ class Evaluator:
             )
         if self.harness_bound:
             result.flags.append("harness_bound")
+        if self.late_windows:  # windows the gate did not cover at its maximum (host latency inside)
+            result.flags.append(f"late_windows:{self.late_windows}")
         result.harness_us = min(echo_ns) / 1e3
-        result.timing_method = "parent_clock"
+        result.timing_method = "gpu_timeline" if self.timeline else "parent_clock"
         self._set_timing(
             result,
             [max(MIN_TIMED_NS, (r - overhead) / n) for r in ref_ns],
@@ -1290,7 +1410,7 @@ class Evaluator:
         try:
             verdict, _ = self.clock.request("compare", -1, n=n, finite_only=finite_only)
         except WorkerFailed as exc:
-            self._restart_clock()
+            self._drop_clock()
             raise WorkerFailed("judge_error", f"the clock process failed judging ({exc.kind}: {exc.message})") from None
         diff = verdict.get("max_abs_diff")
         if isinstance(diff, (int, float)):
@@ -1313,6 +1433,14 @@ class Evaluator:
             raise WorkerFailed("robust_mismatch", f"a wide set among the timed calls: {kind}")
         if kind is not None:
             raise WorkerFailed(kind, f"a wide set among the timed calls: {kind}")
+
+    def _drop_clock(self) -> None:
+        """A failed clock process is killed at once and replaced only once the candidate is gone
+        (``_evaluate``): a candidate still holding the GPU would skew, or hang, the new clock's
+        calibration, and with it every later candidate of the task."""
+        if self.clock is not None:
+            self.clock.close(graceful=False)
+            self.clock = None
 
     def _restart_clock(self) -> None:
         """After a failure in the clock process (or a failed unmap): a fresh one, the reference

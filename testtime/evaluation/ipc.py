@@ -66,8 +66,10 @@ def _address_range(ptr: int) -> tuple[int, int]:
     return base.value, size.value
 
 
-def export(tensor: Any) -> dict[str, Any]:
-    """Describe a CUDA tensor so another process on the same device can map it."""
+def export(tensor: Any, sync: bool = True) -> dict[str, Any]:
+    """Describe a CUDA tensor so another process on the same device can map it. ``sync``: wait
+    until the device is idle (the tensor complete) first; without, the reader orders its read
+    behind an event itself."""
     import torch
 
     t = tensor.detach()
@@ -76,7 +78,8 @@ def export(tensor: Any) -> dict[str, Any]:
     base, _ = _address_range(ptr)
     handle = _IpcHandle()
     _check(_fn("cuIpcGetMemHandle")(ctypes.byref(handle), ctypes.c_uint64(base)), "cuIpcGetMemHandle")
-    torch.cuda.synchronize()  # the output must be complete before another process reads it
+    if sync:
+        torch.cuda.synchronize()  # the output must be complete before another process reads it
     return {
         "kind": "tensor",
         "ipc": bytes(handle.reserved).hex(),
@@ -109,6 +112,44 @@ def _valid(meta: dict[str, Any]) -> bool:
     )
 
 
+def _raw_view(ptr: int, nbytes: int) -> Any:
+    """A zero-copy uint8 CUDA tensor over ``nbytes`` at device address ``ptr``."""
+    import torch
+
+    class _Raw:  # the CUDA array interface
+        __cuda_array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (ptr, False),  # torch accepts writable views only
+            "version": 3,
+            "strides": None,
+        }
+
+    return torch.as_tensor(_Raw(), device="cuda")
+
+
+@contextmanager
+def dedicated(nbytes: int) -> Iterator[Any]:
+    """A uint8 CUDA tensor of ``nbytes`` in an allocation of its own (the driver's, not torch's
+    caching allocator). What is exported to an untrusted process must be: a handle maps the whole
+    allocation its address lies in, and a block carved from one of torch's segments would hand
+    over the trusted tensors that share the segment."""
+    import torch
+
+    torch.cuda.current_stream()  # the device's primary context current on this thread
+    dptr = ctypes.c_uint64()
+    _check(_fn("cuMemAlloc")(ctypes.byref(dptr), ctypes.c_size_t(max(1, nbytes))), "cuMemAlloc")
+    try:
+        raw = _raw_view(dptr.value, nbytes)
+        try:
+            yield raw
+        finally:
+            del raw
+            torch.cuda.synchronize()
+    finally:
+        _fn("cuMemFree")(dptr)
+
+
 @contextmanager
 def opened(meta: dict[str, Any]) -> Iterator[Any]:
     """Map the tensor ``meta`` describes (see :func:`export`); raises ValueError if it is malformed."""
@@ -124,27 +165,62 @@ def opened(meta: dict[str, Any]) -> Iterator[Any]:
         raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
     try:
         _, mapped = _address_range(dptr.value)
-        if meta["offset"] + meta["storage_bytes"] > mapped:
-            raise ValueError("shared output extends beyond its allocation")
-        dtype = getattr(torch, str(meta["dtype"]).removeprefix("torch."))
-        itemsize = torch.empty((), dtype=dtype).element_size()
-
-        class _Raw:  # the CUDA array interface: a zero-copy uint8 view of the storage's bytes
-            __cuda_array_interface__ = {
-                "shape": (meta["storage_bytes"],),
-                "typestr": "|u1",
-                "data": (dptr.value + meta["offset"], False),  # torch accepts writable views only
-                "version": 3,
-                "strides": None,
-            }
-
-        raw = torch.as_tensor(_Raw(), device="cuda")
-        usable = meta["storage_bytes"] - meta["storage_bytes"] % itemsize
-        tensor = raw[:usable].view(dtype).as_strided(meta["shape"], meta["strides"], meta["storage_offset"])
+        tensor = _view(dptr.value, mapped, meta)
         try:
             yield tensor
         finally:
-            del tensor, raw
+            del tensor
             torch.cuda.synchronize()
     finally:
         _fn("cuIpcCloseMemHandle")(dptr)
+
+
+def _view(base: int, mapped: int, meta: dict[str, Any]) -> Any:
+    """The tensor ``meta`` describes inside an allocation mapped at ``base`` (``mapped`` bytes)."""
+    import torch
+
+    if meta["offset"] + meta["storage_bytes"] > mapped:
+        raise ValueError("shared output extends beyond its allocation")
+    dtype = getattr(torch, str(meta["dtype"]).removeprefix("torch."))
+    raw = _raw_view(base + meta["offset"], meta["storage_bytes"])
+    usable = meta["storage_bytes"] - meta["storage_bytes"] % dtype.itemsize
+    try:
+        return raw[:usable].view(dtype).as_strided(meta["shape"], meta["strides"], meta["storage_offset"])
+    except RuntimeError as exc:  # sizes and strides beyond the storage
+        raise ValueError(f"shared output out of bounds: {exc}") from None
+
+
+class Mappings:
+    """Allocations another process exported, each opened once and kept open until ``close``: the
+    GPU-timeline clock reads a worker's outputs where its forward left them, window after window
+    (torch's caching allocator hands the same blocks back, so a few mappings serve them all)."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.open: dict[str, tuple[int, int]] = {}  # handle (hex) -> (base, mapped bytes)
+
+    def view(self, meta: dict[str, Any]) -> Any:
+        """The tensor ``meta`` describes (see :func:`export`); raises ValueError if it is malformed."""
+        if not _valid(meta):
+            raise ValueError("malformed shared-tensor header")
+        key = meta["ipc"]
+        if key not in self.open:
+            if len(self.open) >= self.limit:
+                self.close()
+            handle = _IpcHandle()
+            ctypes.memmove(ctypes.addressof(handle), bytes.fromhex(key), 64)
+            dptr = ctypes.c_uint64()
+            status = _fn("cuIpcOpenMemHandle")(ctypes.byref(dptr), handle, ctypes.c_uint(_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
+            if status != 0:
+                raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
+            self.open[key] = (dptr.value, _address_range(dptr.value)[1])
+        return _view(*self.open[key], meta)
+
+    def close(self) -> None:
+        import torch
+
+        if self.open:
+            torch.cuda.synchronize()  # no copy from them may still be running
+        for base, _ in self.open.values():
+            _fn("cuIpcCloseMemHandle")(ctypes.c_uint64(base))
+        self.open.clear()

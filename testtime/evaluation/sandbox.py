@@ -107,8 +107,10 @@ def landlock(scratch: str, device: str = "cpu", writable: tuple[str, ...] = (), 
         os.close(ruleset)
 
 
-def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True) -> str:
-    """Apply every limit this platform supports; returns the sandbox level for the record."""
+def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True, shm: bool = False) -> str:
+    """Apply every limit this platform supports; returns the sandbox level for the record.
+    ``shm``: files may be created in /dev/shm (the GPU-timeline clock, a trusted process, creates
+    the CUDA IPC events there, which the workers it times may open but not create)."""
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
@@ -134,7 +136,7 @@ def confine(scratch: str, memory_mb: int, device: str, use_landlock: bool = True
             warnings.simplefilter("ignore")
             torch.cuda.init()
             torch.empty(1, device=device)
-        writable = (f"/proc/{os.getpid()}",)
+        writable = (f"/proc/{os.getpid()}",) + (("/dev/shm",) if shm else ())
         if memory_mb > 0:
             cap_host_data(memory_mb)
     if not use_landlock:

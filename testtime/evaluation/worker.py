@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 import types
+from contextlib import ExitStack
 from typing import Any
 
 from testtime.evaluation import wire
@@ -140,6 +141,8 @@ def os_threads() -> int:
 # A joined thread may still be leaving the kernel for a moment after ``join`` returns; longer than
 # this (generous for a loaded machine), and it is still running.
 THREAD_EXIT_GRACE_NS = 100_000_000
+# alignment of each input set in the GPU-timeline clock's buffers (vectorised loads assume it)
+INPUT_ALIGN = 256
 
 
 def settle_threads(baseline: int) -> int:
@@ -373,6 +376,20 @@ class _Harness:
         self.mapped: dict[str, Any] = {}
         self.mappings: dict[str, Any] = {}
         self.snaps: dict[str, Any] = {}
+        # The GPU-timeline clock (engine._timeline_window). Clock process: per timed slot, the
+        # input buffers it draws into (allocations of their own, exported to that slot's worker
+        # only), its ready event, its start event and the worker's done event. Timed worker: the
+        # clock's buffers mapped, and the two events.
+        self.slots: dict[str, dict[str, Any]] = {}
+        self.out_maps: dict[str, Any] = {}
+        self.out_spec: tuple[int, list[int], str] = (0, [], "")
+        self.outputs: list[Any] = []
+        self.cycles_per_ns = 0.0
+        self.views: list[Any] = []  # per input position: (buffer, set bytes, shape, dtype) or a value
+        self.capacity = 0
+        self.ready_event: Any = None
+        self.done_event: Any = None
+        self.queued = False
         # bound now, before candidate code could replace them (the integrity check also watches them)
         self._perf = time.perf_counter_ns
         self._sync = torch.cuda.synchronize if self.cuda else (lambda: None)
@@ -540,13 +557,211 @@ class _Harness:
             self.echo_out = self.last_given[1] if self.last_given is not None else None
         return {"gap_ns": self._perf() - t0}
 
-    def map_stack(self, slot: str, meta: dict[str, Any], slots: int, shape: list[int], dtype: str) -> None:
-        """Clock process: map a timed worker's stack (checked against what was asked for)."""
-        from contextlib import ExitStack
+    def make_inputs(self, slot: str, max_sets: int, max_bytes: int) -> dict[str, Any]:
+        """Clock process (GPU-timeline clock): allocate the buffers a slot's worker reads its timed
+        inputs from, room for as many sets as ``max_sets`` and ``max_bytes`` allow, each set
+        256-byte aligned (vectorised kernels assume aligned inputs), and its ready and done events."""
+        import torch
+
+        from testtime.evaluation import ipc
+
+        if slot in self.slots:
+            self.slots.pop(slot)["holder"].close()
+        layout: list[Any] = []
+        set_bytes = 0
+        for x in self.source.drawn(self.source.seeds[0]):
+            if isinstance(x, torch.Tensor):
+                per = -(-x.numel() * x.element_size() // INPUT_ALIGN) * INPUT_ALIGN
+                layout.append((list(x.shape), x.dtype, per))
+                set_bytes += per
+            elif x is None or isinstance(x, (bool, int, float, str)):
+                layout.append(("value", x))
+            else:
+                raise ValueError(f"an input of type {type(x).__name__} cannot be shared")
+        capacity = max(1, min(max_sets, max_bytes // max(set_bytes, 1)))
+        holder = ExitStack()
+        buffers, metas = [], []
+        for entry in layout:
+            if entry[0] == "value":
+                buffers.append(None)
+                metas.append({"value": entry[1]})
+                continue
+            shape, dtype, per = entry
+            raw = holder.enter_context(ipc.dedicated(capacity * per))
+            buffers.append((raw, per, shape, dtype))
+            metas.append({"tensor": ipc.export(raw), "set_bytes": per, "shape": shape, "dtype": str(dtype)})
+        # Both events are the clock's: creating an IPC event makes a file in /dev/shm, which only
+        # this process may do (sandbox.confine); the worker opens them, waits on one, records the other
+        ready, done = torch.cuda.Event(interprocess=True), torch.cuda.Event(interprocess=True)
+        ready.record()  # recorded once, so that a wait on it before the first window returns
+        if not self.cycles_per_ns:  # the gate's unit: GPU cycles of torch.cuda._sleep
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(1000)
+            begin.record()
+            torch.cuda._sleep(1_000_000)
+            end.record()
+            end.synchronize()
+            self.cycles_per_ns = 1_000_000 / max(begin.elapsed_time(end) * 1e6, 1.0)
+        self.slots[slot] = {
+            "holder": holder,
+            "buffers": buffers,
+            "capacity": capacity,
+            "ready": ready,
+            "done": done,
+            "start": None,
+        }
+        return {
+            "inputs": metas,
+            "capacity": capacity,
+            "ready": bytes(ready.ipc_handle()).hex(),
+            "done": bytes(done.ipc_handle()).hex(),
+        }
+
+    def map_inputs(self, metas: list[dict[str, Any]], ready: str, done: str) -> None:
+        """Timed worker (GPU-timeline clock): map the clock's input buffers and open its ready and
+        done events."""
+        import torch
+
+        from testtime.evaluation import ipc
+
+        previous = self.mappings.pop("inputs", None)
+        if previous is not None:  # a new clock process (its predecessor failed)
+            previous.close()
+        holder = ExitStack()
+        views: list[Any] = []
+        capacity = None
+        for meta in metas:
+            if "tensor" not in meta:
+                views.append(("value", meta.get("value")))
+                continue
+            raw = holder.enter_context(ipc.opened(meta["tensor"]))
+            per = int(meta["set_bytes"])
+            views.append((raw, per, [int(v) for v in meta["shape"]], getattr(torch, str(meta["dtype"]).removeprefix("torch."))))
+            capacity = min(capacity or raw.numel() // per, raw.numel() // per)
+        self.mappings["inputs"] = holder
+        self.views, self.capacity = views, capacity or self.out_spec[0]
+        device = torch.cuda.current_device()
+        self.ready_event = torch.cuda.Event.from_ipc_handle(device, bytes.fromhex(ready))
+        self.done_event = torch.cuda.Event.from_ipc_handle(device, bytes.fromhex(done))
+
+    def _input_set(self, i: int) -> list[Any]:
+        inputs = []
+        for view in self.views:
+            if view[0] == "value":
+                inputs.append(view[1])
+                continue
+            raw, per, shape, dtype = view
+            inputs.append(raw[i * per : i * per + math.prod(shape) * dtype.itemsize].view(dtype).view(shape))
+        return inputs
+
+    def queue(self, n: int, echo: bool) -> list[dict[str, Any]]:
+        """Timed worker (GPU-timeline clock): queue ``n`` forwards, on input sets the clock process
+        has yet to draw, behind its ready event, then the done event; returns without waiting,
+        with where the outputs will be (CUDA IPC descriptions). What it queues starts only once
+        the clock has drawn the inputs and recorded its start event; the window ends when the
+        clock, waiting on the done event, has copied the outputs from there. Nothing of this
+        worker's own runs in the window but the forwards. ``echo`` (reference only): all of it
+        but the forwards (the last output, described ``n`` times)."""
+        import torch
+
+        from testtime.evaluation import ipc
+
+        slots, shape, dtype = self.out_spec
+        if self.ready_event is None or not 0 < n <= min(slots, self.capacity):
+            raise _Verdict("protocol_error", "a timed batch without mapped inputs, or larger than they hold")
+        self.last_given = None
+        self.outputs = []  # kept until the next batch: the clock reads them after this reply
+        torch.cuda.current_stream().wait_event(self.ready_event)
+        for i in range(n):
+            inputs = self._input_set(i)
+            out = self.echo_out if echo and self.echo_out is not None else self.model(*inputs)
+            if type(out) is not torch.Tensor or not out.is_cuda or list(out.shape) != shape or str(out.dtype) != dtype:
+                raise _Verdict("shape_mismatch", "a timed output's type, shape or dtype differs from the reference's")
+            self.outputs.append(out)
+            self.last_given = (inputs, out)
+        self.done_event.record()
+        if not echo:
+            self.echo_out = self.outputs[-1]
+        self.queued = True
+        return [ipc.export(out, sync=False) for out in self.outputs]
+
+    def settle_queued(self) -> int:
+        """After a queued batch, the window closed: ns the device stayed busy after this worker's
+        stream was done (side-stream work not joined in forward)."""
+        self.queued = False
+        self.done_event.synchronize()
+        t0 = self._perf()
+        self._sync()
+        return self._perf() - t0
+
+    def arm(self, slot: str, seeds: list[int], signs: list[int], gate_ns: float) -> None:
+        """Clock process (GPU-timeline clock): draw the fresh sets, then hold the GPU for
+        ``gate_ns`` (so that the worker's queued work and this process's wait on it are in place
+        before the window starts), copy the sets into the slot's buffers, and record the ready
+        event and the start event right behind the copy. Drawn before the gate, into memory
+        no worker maps, so a draw that blocks the host stays out of the gate; copied after it, so
+        no worker can read the inputs before the start event."""
+        import torch
+
+        state = self.slots[slot]
+        if not 0 < len(seeds) <= state["capacity"]:
+            raise _Verdict("protocol_error", "more sets than the input buffers hold")
+        drawn = [self.source.drawn(int(seed), signs) for seed in seeds]
+        if gate_ns > 0:
+            torch.cuda._sleep(int(gate_ns * self.cycles_per_ns))
+        for i, inputs in enumerate(drawn):
+            for buffer, x in zip(state["buffers"], inputs):
+                if buffer is not None:
+                    raw, per, _, dtype = buffer
+                    raw[i * per : i * per + x.numel() * x.element_size()].view(dtype).copy_(x.reshape(-1))
+        state["ready"].record()
+        state["start"] = torch.cuda.Event(enable_timing=True)
+        state["start"].record()
+
+    def close_window(self, slot: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Clock process (GPU-timeline clock): wait on the worker's done event, copy the outputs
+        from where the worker said they are, record the end event; the window's length in ns,
+        and whether it is ``late``: the start event had already passed when all this was
+        queued, so the GPU may have idled inside the window waiting for the host (the parent
+        lengthens the gate). The outputs must be complete when copied: work that finishes them
+        later leaves a wrong copy, work that finishes them in time is inside the window."""
+        import torch
+
+        state, snaps = self.slots[slot], self.snaps[slot]
+        if not 0 < len(outputs) <= snaps.shape[0]:
+            return {"refused": f"{len(outputs)} outputs for a window of at most {snaps.shape[0]}"}
+        try:
+            views = [self.out_maps[slot].view(meta) for meta in outputs]
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"refused": f"an output cannot be mapped: {exc}"}
+        if any(v.shape != snaps.shape[1:] or v.dtype != snaps.dtype for v in views):
+            return {"refused": "an output's shape or dtype differs from the reference's"}
+        torch.cuda.current_stream().wait_event(state["done"])
+        for i, view in enumerate(views):
+            snaps[i].copy_(view)
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        late = bool(state["start"].query())
+        end.synchronize()
+        return {"ns": state["start"].elapsed_time(end) * 1e6, "late": late}
+
+    def map_stack(
+        self, slot: str, meta: dict[str, Any] | None, slots: int, shape: list[int], dtype: str, timeline: bool = False
+    ) -> None:
+        """Clock process: map a timed worker's stack (checked against what was asked for); for
+        the GPU-timeline clock (no stack), make room for the snapshots of its outputs."""
+        import torch
 
         from testtime.evaluation import ipc
 
         self.unmap(slot)
+        if timeline:
+            self.snaps[slot] = torch.empty(
+                (slots, *shape), dtype=getattr(torch, dtype.removeprefix("torch.")), device=self.device
+            )
+            self.out_maps[slot] = ipc.Mappings()
+            return
+        meta = meta or {}
         expected = [slots, *shape]
         if meta.get("shape") != expected or meta.get("dtype") != dtype or meta.get("storage_offset") != 0:
             raise ValueError(f"stack {meta.get('shape')} {meta.get('dtype')}, expected {expected} {dtype}")
@@ -559,6 +774,9 @@ class _Harness:
     def unmap(self, slot: str) -> None:
         self.mapped.pop(slot, None)
         self.snaps.pop(slot, None)
+        mappings = self.out_maps.pop(slot, None)
+        if mappings is not None:
+            mappings.close()
         holder = self.mappings.pop(slot, None)
         if holder is not None:
             holder.close()
@@ -595,12 +813,24 @@ class _Harness:
                     _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta})
                     continue
                 if op == "settle":  # the parent's clock has stopped on the last "given" call or batch
+                    gap = self.settle_queued() if self.queued else None
                     self._check_given()
-                    _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True})
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "settled": True, "gap_ns": gap})
                     continue
                 if op == "stack":
-                    meta = self.make_stack(int(cmd["slots"]), [int(v) for v in cmd["shape"]], str(cmd["dtype"]))
+                    spec = (int(cmd["slots"]), [int(v) for v in cmd["shape"]], str(cmd["dtype"]))
+                    meta = None
+                    if cmd.get("inputs") is not None:  # the GPU-timeline clock: its inputs, no stack
+                        self.out_spec = spec
+                        self.map_inputs(cmd["inputs"], str(cmd["ready"]), str(cmd["done"]))
+                    else:
+                        meta = self.make_stack(*spec)
                     _reply(self.conn, {"ok": True, "nonce": nonce, "stack": meta})
+                    continue
+                if op == "queue":
+                    echo = bool(cmd.get("echo")) and self.integrity is None  # a candidate always computes
+                    outputs = self.queue(int(cmd["n"]), echo)
+                    _reply(self.conn, {"ok": True, "nonce": nonce, "outputs": outputs})
                     continue
                 if op == "batch":
                     signs = [int(v) for v in cmd.get("signs") or []]
@@ -608,11 +838,28 @@ class _Harness:
                     info = self.batch([int(v) for v in cmd.get("seeds") or []], signs, echo)
                     _reply(self.conn, {"ok": True, "nonce": nonce, **info})
                     continue
-                if op in ("map", "unmap", "snap", "compare"):  # the clock process only
+                if op in ("inputs", "arm", "close", "map", "unmap", "snap", "compare"):  # the clock process only
                     answer: dict[str, Any] = {}
-                    if op == "map":
+                    if op == "inputs":
                         try:
-                            self.map_stack(str(cmd["slot"]), cmd.get("meta") or {}, int(cmd["slots"]), cmd["shape"], cmd["dtype"])
+                            answer = self.make_inputs(str(cmd["slot"]), int(cmd["max_sets"]), int(cmd["max_bytes"]))
+                        except ValueError as exc:
+                            answer = {"refused": str(exc)}
+                    elif op == "arm":
+                        signs = [int(v) for v in cmd.get("signs") or []]
+                        self.arm(str(cmd["slot"]), [int(v) for v in cmd["seeds"]], signs, float(cmd.get("gate_ns", 0)))
+                    elif op == "close":
+                        answer = self.close_window(str(cmd["slot"]), list(cmd.get("outputs") or []))
+                    elif op == "map":
+                        try:
+                            self.map_stack(
+                                str(cmd["slot"]),
+                                cmd.get("meta") or {},
+                                int(cmd["slots"]),
+                                cmd["shape"],
+                                cmd["dtype"],
+                                timeline=bool(cmd.get("timeline")) and str(cmd["slot"]) in self.slots,
+                            )
                         except ValueError as exc:
                             answer = {"refused": str(exc)}
                     elif op == "unmap":
@@ -761,7 +1008,13 @@ def serve(conn: Any, role: str, problem_src: str, candidate_src: str | None, set
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-        sandbox = confine(scratch, int(settings.get("memory_mb", 0)), settings["device"], settings.get("landlock", True))
+        sandbox = confine(
+            scratch,
+            int(settings.get("memory_mb", 0)),
+            settings["device"],
+            settings.get("landlock", True),
+            shm=bool(settings.get("ipc_events")),
+        )
         _reuse_freed_memory()
         if settings.get("cpu_cores"):
             # Reference and candidate share the same allotted cores, so a busier or slower core
