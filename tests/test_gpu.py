@@ -218,8 +218,9 @@ def test_work_left_on_the_device_gains_nothing(tasks):
 @pytest.mark.parametrize("patch", [_PATCH_DONE_NEVER, _PATCH_DONE_EARLY], ids=["never", "early"])
 def test_a_forged_done_event_gains_nothing(tasks, patch):
     # The clock process ends the window when the worker's done event passes: an event never
-    # recorded again passes at once and the clock copies the stack before the forward wrote it; one
-    # recorded before the forward has the copy race the forward (wrong, or the forward timed).
+    # recorded again passes at once and the clock copies the outputs before the forward wrote
+    # them; one recorded before the forward has the copy race the forward (wrong, or the forward
+    # timed).
     body = "y = x\nfor _ in range(20):\n    y = torch.relu(y)\nreturn y"
     result = _judge(tasks["ReLU"], _patched(tasks["ReLU"], body, patch))
     assert not (result.correct and result.speedup > 1.1), (result.error_kind, result.speedup, result.error_message)

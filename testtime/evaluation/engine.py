@@ -1237,11 +1237,13 @@ class Evaluator:
         seeds: list[int] | None = None,
         grow: bool = True,
     ) -> tuple[int, float]:
-        """One timed window on this process's clock: from sending ``side`` a batch of ``n`` fresh
-        seeds to the clock process holding a copy of its ``n`` outputs (snapshot ``slot``, or
-        overwritten). Work the worker leaves running past its reply is either done by then or missing
-        from the copy, which is then judged wrong. Returns the window's length (ns) and the gap
-        the worker reported (ns the device stayed busy after its stream was done; 0 if none)."""
+        """One timed window of ``side`` on ``n`` fresh sets: on the GPU timeline
+        (``_timeline_window``) unless ``gpu_clock: host``; on the host clock, from sending
+        ``side`` a batch of ``n`` fresh seeds to the clock process holding a copy of its ``n``
+        outputs (snapshot ``slot``, or overwritten). Work the worker leaves running past its reply
+        is either done by then or missing from the copy, which is then judged wrong. Returns the
+        window's length (ns) and the gap the worker reported (ns the device stayed busy after its
+        stream was done; 0 if none)."""
         assert self.clock is not None
         seeds = seeds or [secrets.randbits(62) for _ in range(n)]
         if self.timeline:
@@ -1324,13 +1326,16 @@ class Evaluator:
         return int(ns), float(gap) if isinstance(gap, (int, float)) else 0.0
 
     def _time_clocked(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
-        """Hardened GPU timing on this process's clock (see ``_window``).
+        """Hardened GPU timing: windows on the GPU timeline (``_timeline_window``) or on this
+        process's clock (``_window``, ``gpu_clock: host``).
 
         Reference and candidate alternate on batches of the same fresh seeds, which this process
         draws at random for every window, so no cache or precomputation can know them; both
         batches' outputs are compared by the clock process, every window. The harness's share of
-        a window (round trips, drawing the inputs, copying outputs, the snapshot) is measured by
-        an echo of the reference (all of it but the forwards) and taken out of both sides.
+        a window (timeline: the hand-over between CUDA contexts and the clock's copy of the
+        outputs; host clock: round trips, drawing the inputs, copying outputs, the snapshot) is
+        measured by an echo of the reference (all of it but the forwards) and taken out of both
+        sides.
 
         Work the candidate leaves on the device slows whichever windows follow (GPU
         time-slicing), its own next one too. With the order alternating, only the reference
