@@ -19,7 +19,6 @@ Two protocols share this engine (``EvalSettings.protocol``):
 
 from __future__ import annotations
 
-import collections
 import gc
 import logging
 import math
@@ -68,7 +67,6 @@ CLOCK_INPUT_BYTES = 1024 * 1024 * 1024
 CLOCK_GATE_NS = 2_000_000
 CLOCK_GATE_MAX_NS = 64_000_000
 GPU_CLOCKS = ("timeline", "host")
-WINDOW_LOG = 256  # the last windows' host phases (arm, queue, close ns), kept for diagnosis
 # The batch size comes from the fastest of this many one-call windows and echoes of the reference.
 BATCH_PROBES = 3
 # Async-escape check (GPU): the candidate's gap between its current stream being done and the whole
@@ -785,7 +783,6 @@ class Evaluator:
         self.clock_inputs: dict[str, dict[str, Any]] = {}
         self.gate_ns = float(CLOCK_GATE_NS)
         self.late_windows = 0
-        self.window_log: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=WINDOW_LOG)
 
     def __enter__(self) -> Evaluator:
         self._start_reference()
@@ -1301,20 +1298,13 @@ class Evaluator:
                 raise WorkerFailed("judge_error", f"the clock process failed ({exc.kind}: {exc.message})") from None
 
         while True:
-            t0 = time.perf_counter_ns()
             on_clock("arm", seeds=seeds, signs=signs, gate_ns=self.gate_ns)
-            t1 = time.perf_counter_ns()
             queued, _ = side.answer(side.begin("queue", budget, n=len(seeds), echo=echo), budget)
-            t2 = time.perf_counter_ns()
             closed = on_clock("close", outputs=queued.get("outputs"))
             if "refused" in closed:
                 raise WorkerFailed("protocol_error", f"timed outputs: {closed['refused']}")
-            t3 = time.perf_counter_ns()
             settled, _ = side.answer(side.begin("settle", budget), budget)
             side.check_contained()
-            self.window_log.append(
-                (slot, echo, t1 - t0, t2 - t1, t3 - t2, bool(closed.get("late")), closed.get("ns"), self.gate_ns)
-            )
             if not closed.get("late") or self.gate_ns >= CLOCK_GATE_MAX_NS or not grow:
                 break
             self.gate_ns = min(2 * self.gate_ns, float(CLOCK_GATE_MAX_NS))

@@ -157,22 +157,27 @@ def opened(meta: dict[str, Any]) -> Iterator[Any]:
 
     if not _valid(meta):
         raise ValueError("malformed shared-tensor header")
-    handle = _IpcHandle()
-    ctypes.memmove(ctypes.addressof(handle), bytes.fromhex(meta["ipc"]), 64)
-    dptr = ctypes.c_uint64()
-    status = _fn("cuIpcOpenMemHandle")(ctypes.byref(dptr), handle, ctypes.c_uint(_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
-    if status != 0:
-        raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
+    base, mapped = _open(meta["ipc"])
     try:
-        _, mapped = _address_range(dptr.value)
-        tensor = _view(dptr.value, mapped, meta)
+        tensor = _view(base, mapped, meta)
         try:
             yield tensor
         finally:
             del tensor
             torch.cuda.synchronize()
     finally:
-        _fn("cuIpcCloseMemHandle")(dptr)
+        _fn("cuIpcCloseMemHandle")(ctypes.c_uint64(base))
+
+
+def _open(key: str) -> tuple[int, int]:
+    """Open the allocation a handle (hex) names: its base address here and its size."""
+    handle = _IpcHandle()
+    ctypes.memmove(ctypes.addressof(handle), bytes.fromhex(key), 64)
+    dptr = ctypes.c_uint64()
+    status = _fn("cuIpcOpenMemHandle")(ctypes.byref(dptr), handle, ctypes.c_uint(_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
+    if status != 0:
+        raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
+    return dptr.value, _address_range(dptr.value)[1]
 
 
 def _view(base: int, mapped: int, meta: dict[str, Any]) -> Any:
@@ -207,13 +212,7 @@ class Mappings:
         if key not in self.open:
             if len(self.open) >= self.limit:
                 self.close()
-            handle = _IpcHandle()
-            ctypes.memmove(ctypes.addressof(handle), bytes.fromhex(key), 64)
-            dptr = ctypes.c_uint64()
-            status = _fn("cuIpcOpenMemHandle")(ctypes.byref(dptr), handle, ctypes.c_uint(_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
-            if status != 0:
-                raise ValueError(f"cannot open the shared output (CUDA driver error {status})")
-            self.open[key] = (dptr.value, _address_range(dptr.value)[1])
+            self.open[key] = _open(key)
         return _view(*self.open[key], meta)
 
     def close(self) -> None:

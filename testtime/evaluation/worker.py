@@ -645,14 +645,7 @@ class _Harness:
         self.done_event = torch.cuda.Event.from_ipc_handle(device, bytes.fromhex(done))
 
     def _input_set(self, i: int) -> list[Any]:
-        inputs = []
-        for view in self.views:
-            if view[0] == "value":
-                inputs.append(view[1])
-                continue
-            raw, per, shape, dtype = view
-            inputs.append(raw[i * per : i * per + math.prod(shape) * dtype.itemsize].view(dtype).view(shape))
-        return inputs
+        return [view[1] if view[0] == "value" else _set_view(view, i) for view in self.views]
 
     def queue(self, n: int, echo: bool) -> list[dict[str, Any]]:
         """Timed worker (GPU-timeline clock): queue ``n`` forwards, on input sets the clock process
@@ -712,8 +705,7 @@ class _Harness:
         for i, inputs in enumerate(drawn):
             for buffer, x in zip(state["buffers"], inputs):
                 if buffer is not None:
-                    raw, per, _, dtype = buffer
-                    raw[i * per : i * per + x.numel() * x.element_size()].view(dtype).copy_(x.reshape(-1))
+                    _set_view(buffer, i).copy_(x)
         state["ready"].record()
         state["start"] = torch.cuda.Event(enable_timing=True)
         state["start"].record()
@@ -904,6 +896,13 @@ class _Harness:
                 text = _describe(exc)
                 kind = "oom" if "out of memory" in text or "can't allocate memory" in text else "runtime_error"
                 _reply(self.conn, {"ok": False, "nonce": nonce, "kind": kind, "error": text})
+
+
+def _set_view(buffer: tuple[Any, int, list[int], Any], i: int) -> Any:
+    """Input set ``i`` of one input in a GPU-timeline clock buffer (the clock's and the worker's
+    alike): (uint8 buffer, bytes per set, shape, dtype)."""
+    raw, per, shape, dtype = buffer
+    return raw[i * per : i * per + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
 
 
 def _check_aliasing(out: Any, inputs: list[Any]) -> None:
