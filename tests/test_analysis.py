@@ -195,9 +195,11 @@ def test_select_basic_strategies():
         "sample_index",
         "speedup",
         "fast_1",
+        "fast_1_sig",
         "n_correct",
         "n_samples",
     ]
+    assert sel["fast_1_sig"].isna().all()  # the records carry no speedup intervals
     r = by_strategy(sel)
     assert (r["best-correct"].sample_index, r["best-correct"].speedup) == (3, 10.0)
     assert r["best-correct"].fast_1 == 1.0
@@ -355,6 +357,26 @@ def test_wilson_interval_stays_in_range_and_takes_expectations():
     low, high = wilson_interval(2.5, 8)  # random-correct's fast_1 are expectations
     assert low < 2.5 / 8 < high
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_fast_1_sig_needs_the_selected_speedups_interval_above_one():
+    # (correct, speedup, lp_mean) with each speedup's interval low end: sample 0 is a copy of
+    # the reference that timed at 1.05 [0.97, ...], sample 1 is really faster
+    g = make_group([(True, 1.05, -0.1), (True, 3.0, -2.0), (True, 0.9, -1.0), (False, 0.0, -0.5)])
+    g["speedup_ci_low"] = [0.97, 2.6, 0.8, float("nan")]
+    r = by_strategy(S.select(g))
+    assert (r["confidence-guided"].fast_1, r["confidence-guided"].fast_1_sig) == (1.0, 0.0)
+    assert (r["surprisal-guided"].fast_1, r["surprisal-guided"].fast_1_sig) == (1.0, 1.0)
+    assert (r["best-correct"].fast_1, r["best-correct"].fast_1_sig) == (1.0, 1.0)
+    assert r["random-correct"].fast_1 == pytest.approx(2 / 3)
+    assert r["random-correct"].fast_1_sig == pytest.approx(1 / 3)
+    other = make_group([(True, 1.2, -0.1), (False, 0.0, -1.0)], seed=43)
+    other["speedup_ci_low"] = [0.9, float("nan")]
+    summ = S.strategy_summary(S.selection_table(pd.concat([g, other], ignore_index=True))).set_index("strategy")
+    # per seed then over seeds, as fast_1: confidence-guided 1 and 1 (fast_1), 0 and 0 (sig)
+    assert summ.loc["confidence-guided", "fast_1"] == 1.0 and summ.loc["confidence-guided", "fast_1_sig"] == 0.0
+    assert summ.loc["best-correct", "fast_1_sig"] == pytest.approx(0.5)
+    assert summ.loc["random-correct", "fast_1_sig"] == pytest.approx((1 / 3 + 0.0) / 2)
 
 
 def test_strategy_summary_single_seed_std_is_nan():

@@ -9,6 +9,12 @@ adding a strategy is one :func:`register` call here.
 Conventions (reference-protocol §6.2): ties (equal speedup or equal score) are broken by the
 lowest ``sample_index``, a deterministic rule the reference code does not specify. If C is
 empty, every strategy gets ``fast_1 = 0``, ``speedup = 0`` and ``sample_index = -1``.
+
+Beside the paper's ``fast_1`` (speedup above 1) every pick carries ``fast_1_sig``: the selected
+sample's speedup interval lies entirely above 1 (the evaluation record's ``speedup_ci_low``). A
+copy of the reference code times at 1 give or take the machine's noise, so on a CPU its fast_1
+is a coin flip; fast_1_sig is not (not in the paper, which reports no interval; NaN where the
+records carry none).
 """
 
 from __future__ import annotations
@@ -31,18 +37,20 @@ from testtime.analysis import (
 )
 from testtime.sampling.harmony import span_column
 
-SELECTION_COLUMNS: tuple[str, ...] = ("strategy", "sample_index", "speedup", "fast_1", "n_correct", "n_samples")
+SELECTION_COLUMNS: tuple[str, ...] = ("strategy", "sample_index", "speedup", "fast_1", "fast_1_sig", "n_correct", "n_samples")
 RECORD_COLUMNS: tuple[str, ...] = ("seed", "problem_id", "sample_index", "correct", "speedup")
 
 
 @dataclass(frozen=True)
 class Correct:
     """A task's correct samples in ``sample_index`` order: indices, speedups, confidence scores
-    (higher = more confident; surprisal is minus the score)."""
+    (higher = more confident; surprisal is minus the score) and whether each speedup's interval
+    lies above 1 (1.0 or 0.0; NaN when the records carry no interval)."""
 
     index: np.ndarray
     speedup: np.ndarray
     score: np.ndarray
+    sig: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,13 @@ class Pick:
     sample_index: int
     speedup: float
     fast_1: float
+    fast_1_sig: float
 
 
 def at(c: Correct, position: int) -> Pick:
     """The pick of the correct sample at ``position`` of ``c``."""
     s = float(c.speedup[position])
-    return Pick(int(c.index[position]), s, float(s > FAST_THRESHOLD))
+    return Pick(int(c.index[position]), s, float(s > FAST_THRESHOLD), float(c.sig[position]))
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ def _surprisal(c: Correct) -> Pick:
 def _random(c: Correct) -> Pick:
     # The exact expectation of a uniformly random member of C rather than one draw (a single
     # draw cannot produce Table 3's 59.2%): no single sample is selected.
-    return Pick(-1, float(c.speedup.mean()), float(np.mean(c.speedup > FAST_THRESHOLD)))
+    return Pick(-1, float(c.speedup.mean()), float(np.mean(c.speedup > FAST_THRESHOLD)), float(c.sig.mean()))
 
 
 def _confidence(c: Correct) -> Pick:
@@ -126,8 +135,9 @@ def select(task_records: pd.DataFrame, score: str = "lp_mean") -> pd.DataFrame:
     """Apply every registered strategy to ONE task's K samples (one (seed, problem_id) group).
 
     Returns one row per strategy (registry order) with columns ``strategy, sample_index,
-    speedup, fast_1`` (float in [0, 1]; 0/1 for single-sample strategies), ``n_correct`` and
-    ``n_samples``.
+    speedup, fast_1`` (float in [0, 1]; 0/1 for single-sample strategies), ``fast_1_sig`` (the
+    same with the speedup's interval above 1; from an optional ``speedup_ci_low`` column, NaN
+    without it), ``n_correct`` and ``n_samples``.
 
     Raises:
         ValueError: on missing columns, if the rows span more than one (seed, problem_id),
@@ -141,15 +151,22 @@ def select(task_records: pd.DataFrame, score: str = "lp_mean") -> pd.DataFrame:
     ordered = task_records.sort_values("sample_index", kind="mergesort")
     cset = ordered.loc[ordered["correct"].to_numpy(dtype=bool)]
     n_correct = int(len(cset))
+    if "speedup_ci_low" in cset.columns:
+        sig = (cset["speedup_ci_low"].to_numpy(dtype=float) > FAST_THRESHOLD).astype(float)
+    else:
+        sig = np.full(n_correct, np.nan)
     c = Correct(
-        cset["sample_index"].to_numpy(dtype=int), cset["speedup"].to_numpy(dtype=float), cset[score].to_numpy(dtype=float)
+        cset["sample_index"].to_numpy(dtype=int),
+        cset["speedup"].to_numpy(dtype=float),
+        cset[score].to_numpy(dtype=float),
+        sig,
     )
     if n_correct and np.isnan(c.score).any():
         raise ValueError(f"select: a correct sample has a NaN {score!r} score")
     rows = []
     for name, strategy in REGISTRY.items():
-        p = strategy.pick(c) if n_correct else Pick(-1, 0.0, 0.0)
-        rows.append((name, p.sample_index, p.speedup, p.fast_1, n_correct, n_samples))
+        p = strategy.pick(c) if n_correct else Pick(-1, 0.0, 0.0, 0.0)
+        rows.append((name, p.sample_index, p.speedup, p.fast_1, p.fast_1_sig, n_correct, n_samples))
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
 
 
@@ -181,6 +198,9 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
     * ``fast_1_std`` = sample std (ddof=1) of the per-seed values; NaN with one seed.
     * ``fast_1_ci_low``, ``fast_1_ci_high`` = 95% Wilson interval of the proportion of task-seed
       outcomes that are fast_1 (not the paper's: it reports the std over seeds).
+    * ``fast_1_sig`` = ``fast_1`` with the selected speedup's interval above 1 (see the module
+      docstring; not the paper's); NaN when ``selection`` has no ``fast_1_sig`` column or the
+      records carried no intervals.
     * ``mean_speedup`` = mean selected speedup over all task-seed pairs (the paper's 226.9x
       oracle mean is over the 10 selections of 2 seeds × 5 tasks); ``mean_speedup_ci_low``,
       ``mean_speedup_ci_high`` = its 95% percentile bootstrap interval over those pairs (not
@@ -197,6 +217,10 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
     for strategy in order:
         sub = selection[selection["strategy"] == strategy]
         per_seed = sub.groupby("seed", sort=True)["fast_1"].mean().to_numpy(dtype=float)
+        if "fast_1_sig" in sub.columns:
+            sig = float(sub.groupby("seed", sort=True)["fast_1_sig"].mean().to_numpy(dtype=float).mean())
+        else:
+            sig = float("nan")
         low, high = wilson_interval(float(sub["fast_1"].astype(float).sum()), len(sub))
         speed_low, speed_high = bootstrap_mean_interval(sub["speedup"].to_numpy(dtype=float))
         rows.append(
@@ -206,6 +230,7 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
                 "fast_1_std": sample_std(per_seed),
                 "fast_1_ci_low": low,
                 "fast_1_ci_high": high,
+                "fast_1_sig": sig,
                 "mean_speedup": float(sub["speedup"].astype(float).mean()),
                 "mean_speedup_ci_low": speed_low,
                 "mean_speedup_ci_high": speed_high,
@@ -221,6 +246,7 @@ def strategy_summary(selection: pd.DataFrame) -> pd.DataFrame:
             "fast_1_std",
             "fast_1_ci_low",
             "fast_1_ci_high",
+            "fast_1_sig",
             "mean_speedup",
             "mean_speedup_ci_low",
             "mean_speedup_ci_high",
@@ -236,7 +262,8 @@ def join_records(samples: list[pd.DataFrame], evaluations: list[pd.DataFrame]) -
     s = pd.concat(samples, ignore_index=True)
     spans = [c for c in s.columns if c.startswith(("lp_sum_", "lp_mean_", "n_tokens_"))]  # other scored spans
     s = s[keys + ["lp_sum", "lp_mean", "n_tokens", "finish_reason", *spans]]
-    e = pd.concat(evaluations, ignore_index=True)[keys + ["correct", "speedup", "error_kind"]]
+    e = pd.concat(evaluations, ignore_index=True)
+    e = e[keys + ["correct", "speedup", "error_kind"] + (["speedup_ci_low"] if "speedup_ci_low" in e.columns else [])]
     joined = s.merge(e, on=keys, how="inner", validate="one_to_one")
     if len(joined) != len(s):
         raise ValueError(f"{len(s) - len(joined)} samples have no evaluation record")
