@@ -261,7 +261,7 @@ ATTACKS = [
         # naming an extension builder leaves a candidate unsealed (it may need a compiler): its
         # fork works, and the child left running is caught
         "H13-fork-unsealed-runtime",
-        "# load_inline\nimport os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)",
+        "from torch.utils.cpp_extension import load_inline  # not called\nimport os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nreturn torch.relu(x)",
         RELU,
         "return torch.relu(x)",
         ("tampering",),
@@ -519,6 +519,15 @@ def test_a_candidate_that_builds_an_extension_is_timed_by_the_wall_clock():
     assert result.timing_method == "parent_clock" and "wall_clock" in result.flags
 
 
+def test_naming_an_extension_builder_in_a_comment_or_string_does_not_unseal():
+    # the red team's route to the wall clock (and to processes the parent's counts miss): a
+    # builder named only in text once sufficed to leave a candidate unsealed
+    body = "# speeds up without load_inline or cpp_extension\nnote = 'load_inline'\nreturn torch.relu(x)"
+    result = run(body)
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    assert result.timing_method == "worker_cpu_clock" and "wall_clock" not in result.flags
+
+
 def test_parallel_threads_cannot_leave_the_allotted_core():
     # Threads or processes working in parallel would gain from more cores than allotted: a
     # hardened CPU worker is pinned (test_evaluation) and may not widen its own affinity. This
@@ -613,7 +622,7 @@ def test_a_daemon_dies_with_its_evaluation(name, work, where):
     if where in ("forward", "unsealed"):
         # "unsealed": naming an extension builder, the candidate may start processes; its daemon is killed
         body = (
-            ("# load_inline\n" if where == "unsealed" else "")
+            ("from torch.utils.cpp_extension import load_inline  # not called\n" if where == "unsealed" else "")
             + "import os, sys\n"
             + _daemon(marker, work)
             + "return torch.relu(x)"
@@ -673,6 +682,263 @@ def test_sabotage_cannot_reach_the_reference_timing():
     assert result.correct and 0.2 < result.speedup < 5
 
 
+# H26: the harness patched from inside the candidate's own process. Every module of the worker
+# is reachable from candidate code (sys.modules, typing.sys, a module's attributes: the static
+# screen is not the defence here), so each attack below rewrites the worker's harness at load
+# time, with the screen bypassed. The red team's third round had these through: precomputing
+# an output once the inputs landed, before the parent's clock started (2.8-65x on identical
+# work), an output written straight where the parent read it, skipping the harness's copy that
+# the echo subtracted from both sides (6.8x on an honest ReLU, 2220x with the precomputation),
+# and malformed replies that crashed the evaluating process (no record at all).
+_HARNESS = """import select
+import sys
+import threading
+import time
+
+import torch
+import torch.nn as nn
+
+wire = sys.modules["testtime.evaluation.wire"]
+worker = sys.modules["testtime.evaluation.worker"]
+harness = worker._Harness
+given, echo, recv, reply = harness.given, harness.echo, wire.recv, worker._reply
+"""
+_MODEL = """
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+"""
+# a timed call answered from an output computed as soon as its inputs landed in the region:
+# armed by the echo, the last request before the parent writes the next call's inputs
+_EARLY = """
+state = {"h": None, "metas": None, "seen": None, "ready": None, "armed": False}
+
+
+def probe(h):
+    return wire.decode_inputs(state["metas"], h.region)[0].reshape(-1)[::97].clone()
+
+
+def early_given(self, metas):
+    state["h"], state["metas"] = self, metas
+    ready, state["ready"] = state["ready"], None
+    x = wire.decode_inputs(metas, self.region)[0]
+    state["seen"] = x.reshape(-1)[::97].clone()
+    if ready is not None and torch.equal(state["seen"], ready[0]):
+        self.last_given = ([x], ready[1], ready[2], ready[3])
+        return ready[2]
+    return given(self, metas)
+
+
+def arming_echo(self, metas):
+    meta = echo(self, metas)
+    state["armed"] = True
+    return meta
+
+
+def precompute(h):
+    now = probe(h)
+    if bool((now == state["seen"]).any()):
+        return False  # not (all of) the next call's inputs yet
+    out = torch.relu(wire.decode_inputs(state["metas"], h.region)[0])
+    state["ready"] = (now, out, *wire.describe_in_place(out))
+    return True
+
+
+def armed():
+    armed, state["armed"] = state["armed"], False
+    return armed and state["h"] is not None
+
+
+harness.given, harness.echo = early_given, arming_echo
+"""
+PRECOMPUTE_IN_RECV = (
+    _HARNESS
+    + _EARLY
+    + """
+
+def watching_recv(fd, deadline=None, limit=wire.MAX_MESSAGE_BYTES):
+    # the worker's idle wait for its next command, spent watching the region instead
+    if armed():
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll(0) and not precompute(state["h"]):
+            pass
+    return recv(fd, deadline, limit)
+
+
+wire.recv = watching_recv
+"""
+    + _MODEL
+)
+PRECOMPUTE_IN_THREAD = (
+    _HARNESS
+    + _EARLY
+    + """
+
+def watch(stop):
+    while not stop.is_set() and not precompute(state["h"]):
+        time.sleep(0.0002)
+
+
+def recv_beside_a_watcher(fd, deadline=None, limit=wire.MAX_MESSAGE_BYTES):
+    # a thread that lives only while the worker waits, joined before it answers anything:
+    # the parent's thread counts after each answer never see it
+    if not armed():
+        return recv(fd, deadline, limit)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(stop,))
+    watcher.start()
+    try:
+        return recv(fd, deadline, limit)
+    finally:
+        stop.set()
+        watcher.join()
+
+
+wire.recv = recv_beside_a_watcher
+"""
+    + _MODEL
+)
+PRECOMPUTE = [("H26-precompute-in-recv", PRECOMPUTE_IN_RECV), ("H26-precompute-in-thread", PRECOMPUTE_IN_THREAD)]
+
+
+@pytest.mark.parametrize("name, source", PRECOMPUTE, ids=[a[0] for a in PRECOMPUTE])
+def test_work_done_before_the_call_is_on_its_clock(name, source):
+    # the worker's CPU clock is read before the inputs exist: whatever computes on them, and the
+    # watching itself, is on the clock (identical work: a speedup near 1, far below these bounds)
+    result = patched(source)
+    if not result.correct:
+        rejected(result, "tampering", "timed_output_mismatch", "runtime_error")
+        return
+    assert result.timing_method == "worker_cpu_clock"
+    assert result.speedup < 2, f"{name}: speedup {result.speedup:.2f} from work done before its clock started"
+
+
+# the output computed into the shared region itself (no output of its own, nothing to copy),
+# the worker's own aliasing check handed nothing to compare
+IN_REGION = (
+    _HARNESS
+    + """
+
+def in_region(self, metas):
+    self.last_given = None
+    x = wire.decode_inputs(metas, self.region)[0]
+    torch.clamp(x, min=0, out=x)
+    meta, elements = wire.describe_in_place(x)
+    self.last_given = ([], x, meta, elements)
+    return meta
+
+
+harness.given = in_region
+"""
+    + _MODEL
+)
+
+
+def test_an_output_in_the_shared_region_is_caught_from_outside():
+    rejected(patched(IN_REGION), "output_aliases_input")
+
+
+def patched(module: str):
+    """Evaluate a full candidate module on ReLU with the screen bypassed (the harness patches
+    need sys.modules)."""
+    return evaluate_one(RELU, candidate_source(module, RELU), SETTINGS, "return torch.relu(x)")
+
+
+def _forged_given(change: str) -> str:
+    return (
+        _HARNESS
+        + f"\n\ndef forged(self, metas):\n    meta = given(self, metas)\n    {change}\n    return meta\n\n\nharness.given = forged\n"
+        + _MODEL
+    )
+
+
+def _forged_reply(change: str) -> str:
+    return _HARNESS + f"\n\ndef forged(conn, header, payload=b''):\n    {change}\n\n\nworker._reply = forged\n" + _MODEL
+
+
+DEEP = "b'[' * 100000 + b']' * 100000"
+MALFORMED = [
+    # a correctness reply whose strides are a number (engine.compare tested `0 in strides`)
+    (
+        "H26-strides-not-a-list",
+        _HARNESS
+        + "\n\ndef forged(self, out, cmd):\n    meta, payload = describe(self, out, cmd)\n    return {**meta, 'strides': 5}, payload\n\n\ndescribe = harness._describe_output\nharness._describe_output = forged\n"
+        + _MODEL,
+    ),
+    ("H26-no-output", _forged_reply("reply(conn, {k: v for k, v in header.items() if k != 'output'}, payload)")),
+    ("H26-negative-shape", _forged_given("meta = {**meta, 'shape': [-1, 8]}")),
+    ("H26-address-unmapped", _forged_given("meta = {**meta, 'address': 4096}")),
+    ("H26-size-overstated", _forged_given("meta = {**meta, 'nbytes': meta.get('nbytes', 0) * 4}")),
+    # a frame announced at a gigabyte: once read whole, it cost the evaluating process 2.4 GB
+    (
+        "H26-frame-of-a-gigabyte",
+        _forged_reply("import os, struct\n    os.write(conn.fileno(), struct.pack('!Q', 1 << 30) + b'x' * 4096)"),
+    ),
+    (
+        "H26-header-nested-too-deep",
+        _forged_reply(
+            f"head = {DEEP}\n    import os, struct\n    data = struct.pack('!Q', len(head) + 4) + struct.pack('!I', len(head)) + head\n    while data:\n        data = data[os.write(conn.fileno(), data):]"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, source", MALFORMED, ids=[a[0] for a in MALFORMED])
+def test_a_malformed_reply_is_a_record_not_a_crash(name, source):
+    rejected(patched(source), "protocol_error", "runtime_error")
+
+
+# the worker made undumpable, against the parent reading its outputs out of its memory: refused
+# where that takes a capability the parent lacks (its loss), else read all the same; never a gain
+UNDUMPABLE = _HARNESS + "\nimport ctypes\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0\n" + _MODEL
+
+
+def test_an_undumpable_worker_gains_nothing():
+    result = patched(UNDUMPABLE)
+    if not result.correct:
+        rejected(result, "protocol_error", "runtime_error")
+        return
+    assert result.speedup < 2, f"speedup {result.speedup:.2f}"
+
+
+# the region's descriptor kept and truncated: the parent's next touch of its mapping would be
+# a SIGBUS, killing the process that evaluates (in a workflow, a job of many candidates)
+TRUNCATE = (
+    _HARNESS
+    + """import mmap
+import os
+import socket
+
+kept = []
+
+
+def keeping_share(self, size):
+    _, fds, _, _ = socket.recv_fds(self.conn, 1, 1)
+    kept.extend(fds)
+    self.region = mmap.mmap(fds[0], size)
+
+
+def truncating_given(self, metas):
+    meta = given(self, metas)
+    for fd in kept:
+        os.ftruncate(fd, 0)
+    return meta
+
+
+harness.share, harness.given = keeping_share, truncating_given
+"""
+    + _MODEL
+)
+
+
+def test_the_shared_region_cannot_be_truncated_under_the_parent():
+    result = patched(TRUNCATE)
+    rejected(result, "runtime_error")
+    assert "not permitted" in result.error_message, result.error_message
+
+
 LEGITIMATE = [
     ("relu", "return torch.relu(x)", RELU),
     ("clamp", "return x.clamp(min=0)", RELU),
@@ -709,6 +975,10 @@ LEGITIMATE = [
     ("upper-triangular-blocks", UPPER_BLOCKS, UPPER),
     ("lower-triangular-product", "return torch.matmul(A, B)", LOWER),
     ("lower-triangular-blocks", LOWER_BLOCKS, LOWER),
+    # more accurate than the reference: on the wide sets (inputs scaled by 3) the float32
+    # reference rounds 9 times as coarsely, which a fixed 1e-4 near zero once called a mismatch
+    ("float64-accumulation", "return (A.double() @ B.double()).float()", TASKS["Matmul_square"].code),
+    ("float64-batched", "return torch.bmm(A.double(), B.double()).float()", TASKS["Batched_matmul"].code),
 ]
 
 

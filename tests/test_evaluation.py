@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -158,13 +159,46 @@ def test_inputs_and_outputs_travel_through_a_shared_region_unchanged():
         else:
             assert got == given
     decoded[0].add_(1)  # writable, and a view of the region: the worker's own copy
-    out = torch.randn(6, 2)
-    meta = wire.write_output(out, region, len(payload) + 64)
-    back = wire.decode_output(meta, region[len(payload) + 64 : len(payload) + 64 + wire.output_nbytes(meta)])
-    assert np.array_equal(back, out.numpy())
-    assert wire.write_output(torch.zeros(10_000), region, len(payload))["kind"] == "too_large"
     with pytest.raises(ValueError, match="cannot be sent"):
         wire.encode_inputs([object()])
+
+
+def test_an_output_is_described_where_it_lies_and_malformed_descriptions_are_refused():
+    # outputs are read out of the worker's memory by the parent (Evaluator's exchange): the
+    # description holds the address of the elements in row-major order, a copy only when the
+    # tensor is not contiguous (an expanded one keeps its strides in the description)
+    import ctypes
+
+    import torch
+
+    from testtime.evaluation import wire
+
+    for out in (torch.randn(6, 2), torch.randn(2, 6).t(), torch.randn(4).bfloat16(), torch.randn(3, 1).expand(3, 4)):
+        meta, elements = wire.describe_in_place(out)
+        assert wire.check_output_meta(meta) is meta and meta["strides"] == list(out.stride())
+        assert meta["nbytes"] == wire.output_nbytes(meta) == out.numel() * out.element_size()
+        back = wire.decode_output(meta, ctypes.string_at(meta["address"], meta["nbytes"]))
+        expected = out.float().numpy() if out.dtype == torch.bfloat16 else out.numpy()
+        assert np.array_equal(back, expected)
+        assert (meta["address"] == out.data_ptr()) is out.is_contiguous()
+    assert wire.describe_in_place([1, 2]) == ({"kind": "other", "type": "list"}, None)
+    good = wire.describe_in_place(torch.zeros(2, 3))[0]
+    for forged in (
+        None,
+        {"output": 1},
+        {**good, "strides": 5},
+        {**good, "strides": [3]},
+        {**good, "shape": [-1, 3]},
+        {**good, "shape": [2, True]},
+        {**good, "dtype": "torch.complex64"},
+        {**good, "address": -8},
+        {**good, "nbytes": "24"},
+    ):
+        with pytest.raises(ValueError):
+            wire.output_nbytes(forged)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ValueError, match="too deep"):
+        wire.unpack(struct.pack("!I", len(deep)) + deep)
 
 
 def test_a_hardened_cpu_candidate_is_pinned_to_its_allotted_core():
@@ -410,3 +444,14 @@ def _windows(echo_us: float, forwards_us: float, ref_spread_us: float, echo_spre
 )
 def test_harness_bound_tasks_are_told_from_the_windows(case, echo, forwards, ref_spread, echo_spread, bound):
     assert harness_bound(*_windows(echo, forwards, ref_spread, echo_spread)) is bound, case
+
+
+def test_a_wide_sets_tolerance_grows_with_its_outputs_scale():
+    from testtime.evaluation.engine import output_scale, wide_atol
+
+    assert output_scale([np.array([3.0, -4.0, np.nan], dtype=np.float32), None]) == pytest.approx(math.sqrt(12.5))
+    assert output_scale([np.array([1, 2], dtype=np.int64)]) == 0.0  # integer outputs keep the plain tolerance
+    assert wide_atol(1e-4, 2.0, 18.0, 9.0) == pytest.approx(9e-4)  # a matmul of inputs scaled by 3
+    assert wide_atol(1e-4, 2.0, 1.0, 9.0) == 1e-4  # never tighter than on the normal sets
+    assert wide_atol(1e-4, 2.0, 2000.0, 9.0) == pytest.approx(9e-4)  # at most the cap
+    assert wide_atol(1e-4, 0.0, 5.0, 9.0) == 1e-4  # no scale to compare with

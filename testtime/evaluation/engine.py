@@ -19,6 +19,8 @@ Two protocols share this engine (``EvalSettings.protocol``):
 
 from __future__ import annotations
 
+import ast
+import fcntl
 import gc
 import logging
 import math
@@ -308,6 +310,9 @@ class _Worker:
         self.timeout = settings.timeout_s
         self.region: mmap.mmap | None = None
         self.copies: dict[str, bytearray] = {}  # exchange's output copies, per op
+        self.mem_fd: int | None = None  # /proc/PID/mem of the worker, where exchange reads outputs
+        # the largest frame accepted from it (a candidate's: set from the reference's outputs)
+        self.max_message = wire.MAX_MESSAGE_BYTES
         # exchange also reads this worker's process CPU clock: always for trusted roles; for a
         # candidate sealed before it loaded, once the parent has counted its seccomp filters
         self.cpu_clock = role != "candidate"
@@ -322,7 +327,7 @@ class _Worker:
         try:
             if self.rss_cap_kb:
                 self._watch_memory(deadline)
-            return wire.recv(self.fd, deadline)
+            return wire.recv(self.fd, deadline, self.max_message)
         except TimeoutError:  # before OSError: it is one
             raise WorkerFailed("timeout", f"no complete answer within {timeout:.1f} s") from None
         except (EOFError, OSError):
@@ -380,13 +385,17 @@ class _Worker:
 
     def share(self, size: int) -> None:
         """Share a fresh memory region of ``size`` bytes with the worker (once per worker): the
-        inputs and outputs of timed calls travel through it, at memory speed rather than
-        through the socket (measured: a 4 MiB round trip through the socket took 25 ms)."""
+        inputs of timed calls travel through it, at memory speed rather than through the socket
+        (measured: a 4 MiB round trip through the socket took 25 ms)."""
+        size = max(1, size)
         if self.region is not None and len(self.region) >= size:
             return
-        fd = os.memfd_create("testtime-timing", os.MFD_CLOEXEC)
+        fd = os.memfd_create(SHARED_REGION_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, size)
+            # sealed at its size: a worker that kept the descriptor and truncated it would make
+            # this process's next access to the mapping a SIGBUS, killing the whole evaluation
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
             region = mmap.mmap(fd, size)
             nonce = secrets.token_hex(8)
             deadline = time.monotonic() + self.timeout
@@ -403,37 +412,46 @@ class _Worker:
         self.region = region
 
     def exchange(
-        self, op: str, metas: list[dict[str, Any]], inputs: bytes, offset: int, timeout: float | None = None
+        self, op: str, metas: list[dict[str, Any]], inputs: bytes, bound: int, timeout: float | None = None
     ) -> tuple[dict[str, Any], memoryview, int, int | None]:
         """One call on ``inputs`` through the shared region ("given": timed forward; "echo":
         everything but the forward): (output meta, a copy of the output, ns on this process's
-        clock from sending the command to holding that copy, ns of CPU time the worker spent
-        meanwhile or None). The copy lives in a buffer of this worker and ``op``, valid until its
-        next exchange of that op."""
+        clock from writing the inputs to holding that copy, ns of CPU time the worker spent
+        meanwhile or None). An output over ``bound`` bytes (the reference's size) is described
+        as ``too_large`` and not read. The copy lives in a buffer of this worker and ``op``,
+        valid until its next exchange of that op."""
         assert self.region is not None
-        # Written before the clock starts: the worker is idle, waiting for its command (any
-        # thread or process it could run meanwhile is refused by check_contained), and the copy
-        # of several MiB is harness, not forward (1-2 ms of a 3-5 ms round trip on the bundled tasks).
-        self.region[: len(inputs)] = inputs
+        # Both clocks start before the inputs exist. Started after writing them, a worker that
+        # watched the region computed the output before its clock started and answered the call
+        # from that (the red team's precomputation: identical work timed at 2.8-12x). The copy
+        # of the inputs is this process's work, on neither worker's CPU clock; on the wall clock
+        # both sides and the echo pay it alike.
         cpu_started = process_cpu_ns(self.pid) if self.cpu_clock and self.pid is not None else None
         started = time.perf_counter_ns()
-        nonce = self.begin(op, timeout, inputs=metas, offset=offset)
+        self.region[: len(inputs)] = inputs
+        nonce = self.begin(op, timeout, inputs=metas)
         header, _ = self.answer(nonce, timeout)
-        meta = header.get("output")
-        if not isinstance(meta, dict):
-            raise WorkerFailed("protocol_error", "no output description")
-        size = wire.output_nbytes(meta)
-        if offset + size > len(self.region):
-            raise WorkerFailed("protocol_error", "output beyond the shared region")
+        try:
+            meta = wire.check_output_meta(header.get("output"))
+            size = wire.output_nbytes(meta)
+        except ValueError as exc:
+            raise WorkerFailed("protocol_error", f"malformed output description: {exc}") from None
+        if size > bound:
+            meta, size = {**meta, "kind": "too_large"}, 0
         # into a buffer allocated (and faulted in) once: a fresh bytes object of several MiB per
         # call cost page faults inside the window (1.3 ms median for 8 MiB, much more under load)
         copy = self.copies.get(op)
         if copy is None or len(copy) < size:
             copy = self.copies[op] = bytearray(size)
         output = memoryview(copy)[:size]
-        output[:] = memoryview(self.region)[offset : offset + size]
+        if size:
+            self._read_output(meta, output)
         elapsed = time.perf_counter_ns() - started
         cpu = None if cpu_started is None or self.pid is None else process_cpu_ns(self.pid) - cpu_started
+        if size and self.role == "candidate" and self._in_shared_region(meta["address"], size):
+            # checked from here, on the kernel's map of the worker: the worker's own check of the
+            # same (worker._check_aliasing) runs where a patched harness can skip it
+            raise WorkerFailed("output_aliases_input", "the output lies in the shared region of the inputs")
         if op == "given":
             # Only now, with this process's clock stopped, does the worker run its checks of the
             # call: run right after its reply (as before), a candidate's checks competed with this
@@ -442,6 +460,45 @@ class _Worker:
             self.answer(self.begin("settle", timeout), timeout)
         self.check_contained()
         return meta, output, elapsed, cpu
+
+    def _in_shared_region(self, address: int, size: int) -> bool:
+        """Whether ``size`` bytes at ``address`` of the worker overlap a mapping of a region this
+        process shared (``share``; a worker may map it more than once)."""
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                spans = [line.split(None, 1)[0] for line in f if SHARED_REGION_NAME in line]
+        except OSError:
+            raise WorkerFailed("protocol_error", "the worker's memory map cannot be read") from None
+        for span in spans:
+            low, high = (int(v, 16) for v in span.split("-"))
+            if address < high and low < address + size:
+                return True
+        return False
+
+    def _read_output(self, meta: dict[str, Any], into: memoryview) -> None:
+        """Copy a timed call's output out of the worker's memory, where its reply says it is
+        (``wire.describe_in_place``). Read by this process through ``/proc/PID/mem``, before the
+        worker's CPU clock is read: work that lands there later is not in the copy, and the
+        worker spends no time of its own on it, so a harness patched to skip or shorten a copy
+        has nothing to skip."""
+        if meta.get("nbytes") != len(into) or "address" not in meta:
+            raise WorkerFailed("protocol_error", "the output's address or size is missing or wrong")
+        if self.mem_fd is None:
+            try:
+                self.mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:  # a worker made undumpable refuses it; so would a host forbidding ptrace
+                raise WorkerFailed("protocol_error", f"the worker's memory cannot be read ({exc.strerror})") from None
+        got = 0
+        try:
+            while got < len(into):
+                n = os.preadv(self.mem_fd, [into[got:]], meta["address"] + got)
+                if n <= 0:
+                    break
+                got += n
+        except OSError as exc:
+            raise WorkerFailed("protocol_error", f"the output's address is not readable ({exc.strerror})") from None
+        if got != len(into):
+            raise WorkerFailed("protocol_error", f"the output's memory ended after {got} of {len(into)} bytes")
 
     def check_contained(self) -> None:
         """A candidate's processes and threads, from the kernel's view (which candidate code
@@ -523,14 +580,13 @@ class _Worker:
         self.sock.close()
         if self.region is not None:
             self.region.close()
+        if self.mem_fd is not None:
+            os.close(self.mem_fd)
+            self.mem_fd = None
 
 
 def _itemsize(dtype: str) -> int:
     return int(np.dtype("float16" if "bfloat16" in dtype else dtype.removeprefix("torch.").replace("bool", "bool_")).itemsize)
-
-
-def _aligned(n: int, to: int = 64) -> int:
-    return -(-n // to) * to
 
 
 def _any_finite(meta: dict[str, Any], out: np.ndarray | None) -> bool:
@@ -553,6 +609,33 @@ def harness_bound(ref_ns: list[float], echo_ns: list[float]) -> bool:
 
 # names in a candidate's source that build an extension (compiler processes)
 EXTENSION_BUILDERS = ("cpp_extension", "load_inline")
+# A candidate's frames: twice the reference's largest output plus this (headers, error messages).
+MESSAGE_HEADROOM_BYTES = 16 << 20
+# The name of the memory regions shared with workers, as /proc/PID/maps shows their mappings.
+SHARED_REGION_NAME = "testtime-timing"
+
+
+def builds_extension(src: str) -> bool:
+    """Whether code names an extension builder (a name, an attribute or an import; comments
+    and strings do not count: a comment naming ``load_inline`` used to unseal a candidate,
+    moving it to the parent's wall clock)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in EXTENSION_BUILDERS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in EXTENSION_BUILDERS:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            dotted = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in dotted + [alias.name for alias in node.names]:
+                if any(part in EXTENSION_BUILDERS for part in name.split(".")):
+                    return True
+    return False
+
+
 # CPU timing: the seccomp filters a candidate's worker must have once loaded (protect_others,
 # no_processes, no_signals_out, beyond its parent's), counted by the kernel (/proc/PID/status)
 # before its CPU clock is trusted as its time; another count: timed by the parent's wall clock
@@ -630,6 +713,28 @@ def _scheduling_of(pid: int) -> list[tuple[Any, ...]]:
         except OSError:
             continue  # a thread that just ended
     return found
+
+
+def output_scale(arrays: list[np.ndarray | None]) -> float:
+    """Root mean square of the finite elements of ``arrays`` (0.0 when there are none)."""
+    parts = [a[np.isfinite(a)].astype(np.float64).ravel() for a in arrays if a is not None and a.dtype.kind == "f"]
+    values = np.concatenate(parts) if parts else np.empty(0)
+    return float(np.sqrt(np.mean(np.square(values)))) if values.size else 0.0
+
+
+def wide_atol(atol: float, normal_scale: float, wide_scale: float, cap: float) -> float:
+    """The absolute tolerance on a wide set: ``atol`` times the growth of the reference output's
+    scale from the normal sets (``normal_scale``) to this one (``wide_scale``), at most ``cap``.
+
+    Scaling the inputs scales a computation's rounding error with its outputs: a float32 matmul
+    of inputs scaled by 3 rounds 9 times as coarsely, so on randn-drawn matmuls the exact product
+    itself, and a float64 candidate 15 times more accurate than the reference, missed a fixed
+    1e-4 near zero (false ``robust_mismatch`` on bundled tasks 2, 3, 5, 6). The exploits the wide
+    sets are for are wrong by the size of the output, far beyond this.
+    """
+    if not normal_scale > 0 or not wide_scale > 0:
+        return atol
+    return atol * min(cap, max(1.0, wide_scale / normal_scale))
 
 
 def compare(
@@ -804,6 +909,7 @@ class Evaluator:
         ref_dir = tempfile.mkdtemp(prefix="reference-", dir=self.scratch)
         self.reference = _Worker("reference", self.problem_src, None, self.settings, ref_dir)
         self.reference_outputs, self.wide_skipped, self.reference_error = [], [], None
+        self.normal_scale: float | None = None  # of the normal sets' reference outputs (_wide_atol)
         try:
             header, _ = self.reference.receive(self.settings.load_timeout_s)
             if header.get("ok") is not True:
@@ -878,8 +984,13 @@ class Evaluator:
         # a candidate that builds an extension, or one allowed torch.compile, starts compiler
         # processes (loading, or at its first call), so it cannot be sealed against starting
         # processes (sandbox.no_processes); any other is, before it loads
-        builds = self.settings.allow_torch_compile or any(name in candidate_src for name in EXTENSION_BUILDERS)
+        builds = self.settings.allow_torch_compile or builds_extension(candidate_src)
         worker = _Worker("candidate", self.problem_src, candidate_src, self.settings, cand_dir, seal=not builds)
+        # a frame the size of the reference's largest output twice over, plus room for a header and
+        # an error message: a worker that announced gigabytes made this process hold them (a
+        # 1 GiB frame cost 2.4 GB here), beside every other lane of its job
+        largest = max((wire.output_nbytes(meta) for meta, _ in self.reference_outputs if meta.get("kind") == "tensor"), default=0)
+        worker.max_message = 2 * largest + MESSAGE_HEADROOM_BYTES
         deadline = time.monotonic() + self.settings.candidate_budget_s
 
         def remaining(limit: float | None = None) -> float:
@@ -918,6 +1029,13 @@ class Evaluator:
                 printed = _tail(os.path.join(cand_dir, "output.log"))
                 if printed:
                     result.error_message += f"\n--- candidate output (tail) ---\n{printed}"
+        except Exception as exc:
+            # The replies are checked field by field (wire.check_output_meta); a case those checks
+            # missed must still end as this candidate's record, never kill a job of many. Logged
+            # with its traceback: it is a gap in the checks to close.
+            logger.exception("unexpected error while judging a candidate")
+            result.error_kind = "protocol_error"
+            result.error_message = f"a reply the evaluator could not use ({type(exc).__name__}: {exc})"[-ERROR_MESSAGE_CHARS:]
         finally:
             worker.close(graceful=result.error_kind not in ("timeout", "crash", "protocol_error"))
             shutil.rmtree(cand_dir, ignore_errors=True)
@@ -963,6 +1081,8 @@ class Evaluator:
             raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
         ref_meta, ref = self.reference_outputs[index]
         atol, rtol = self._tolerance(ref_meta)
+        if index >= self.n_normal:
+            atol = self._wide_atol(atol, ref)
         kind, diff = compare(ref, ref_meta, meta, out, atol, rtol, finite_only=index >= self.n_normal)
         if diff is not None:
             result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)
@@ -986,9 +1106,24 @@ class Evaluator:
         return verdict.get("kind")
 
     def _verdict_of(self, index: int, header: dict[str, Any], payload: bytes, result: EvalResult) -> str | None:
-        if self.settings.on_gpu:
-            return self._judge(index, header["output"], result)
-        return self._compare(index, header["output"], payload, result)
+        meta = header.get("output")
+        if self.settings.on_gpu:  # a handle the reference worker maps, checked there (ipc._valid)
+            if not isinstance(meta, dict):
+                raise WorkerFailed("protocol_error", "no output description")
+            return self._judge(index, meta, result)
+        try:
+            wire.check_output_meta(meta)
+        except ValueError as exc:
+            raise WorkerFailed("protocol_error", f"malformed output description: {exc}") from None
+        return self._compare(index, meta, payload, result)
+
+    def _wide_atol(self, atol: float, ref: np.ndarray | None) -> float:
+        """``wide_atol`` for a wide set's reference output ``ref``: the growth of the output's
+        scale over the normal sets' reference outputs, at most the square of the inputs' scaling
+        (a product of two scaled inputs)."""
+        if self.normal_scale is None:
+            self.normal_scale = output_scale([out for _, out in self.reference_outputs[: self.n_normal]])
+        return wide_atol(atol, self.normal_scale, output_scale([ref]), self.settings.wide_scale**2)
 
     def _tolerance(self, ref_meta: dict[str, Any]) -> tuple[float, float]:
         dtype = str(ref_meta.get("dtype", "torch.float32")).replace("torch.", "")
@@ -1053,12 +1188,12 @@ class Evaluator:
                 if self.settings.wide_trials and secrets.randbelow(WIDE_ROUND_ODDS) == 0:
                     self._judge_wide_round(worker, result, remaining)
                 metas, inputs = self._draw()
-                offset = self._share(worker, inputs)
+                bound = self._share(worker, inputs)
                 answers = {}
                 for who in ("ref", "cand") if round_ % 2 == 0 else ("cand", "ref"):
                     side = self.reference if who == "ref" else worker
                     budget = remaining() if who == "cand" else None
-                    meta, output, wall, cpu = side.exchange("given", metas, inputs, offset, budget)
+                    meta, output, wall, cpu = side.exchange("given", metas, inputs, bound, budget)
                     answers[who] = meta, output
                     (ref_rtt if who == "ref" else cand_rtt).append(cpu if on_cpu_clock and cpu is not None else wall)
                     # Each side echoes right after its call, so both run the same sequence of
@@ -1066,7 +1201,7 @@ class Evaluator:
                     # last more often, its memory warmer (identical LogSoftmax at 0.76-0.87x
                     # beside two busy processes, 0.97-1.02 echoing both). Only the reference's
                     # echo is used: the calibration.
-                    _, _, wall, cpu = side.exchange("echo", metas, inputs, offset, budget)
+                    _, _, wall, cpu = side.exchange("echo", metas, inputs, bound, budget)
                     if who == "ref":
                         echo_rtt.append(cpu if on_cpu_clock and cpu is not None else wall)
                 kind = self._compare_given(answers["ref"], answers["cand"], result)
@@ -1093,32 +1228,30 @@ class Evaluator:
         self._set_timing(result, ref_ns, cand_ns)
 
     def _share(self, worker: _Worker, inputs: bytes) -> int:
-        """Make sure both workers share a region big enough for ``inputs`` then the output (the
-        reference's size: a larger one does not fit), and the drawer one for ``inputs``; returns
-        the output's offset there."""
+        """Make sure both workers and the drawer share a region big enough for ``inputs``;
+        returns the largest output a timed call may have (the reference's size: a larger one
+        cannot match it)."""
         assert self.reference is not None and self.drawer is not None
-        offset = _aligned(len(inputs))
-        size = offset + _aligned(max(1, wire.output_nbytes(self.reference_outputs[0][0])))
-        self.reference.share(size)
-        worker.share(size)
+        self.reference.share(len(inputs))
+        worker.share(len(inputs))
         self.drawer.share(len(inputs))
-        return offset
+        return wire.output_nbytes(self.reference_outputs[0][0])
 
     def _judge_wide_round(self, worker: _Worker, result: EvalResult, remaining: Callable[..., float]) -> None:
         """An untimed round on a fresh wide set (random signs), slipped in among the timed
         rounds at random: no call count or order tells a candidate which inputs are judged wide."""
         assert self.reference is not None
         metas, inputs = self._draw(signs=[1 if secrets.randbits(1) else -1 for _ in range(8)])
-        offset = self._share(worker, inputs)
+        bound = self._share(worker, inputs)
         try:
-            ref_meta, ref_out, _, _ = self.reference.exchange("given", metas, inputs, offset)
+            ref_meta, ref_out, _, _ = self.reference.exchange("given", metas, inputs, bound)
         except WorkerFailed as exc:
             if exc.kind not in ("runtime_error", "oom"):
                 raise
             if "wide_trials_skipped_domain" not in result.flags:
                 result.flags.append("wide_trials_skipped_domain")  # the reference fails on it too
             return
-        cand_meta, cand_out, _, _ = worker.exchange("given", metas, inputs, offset, remaining())
+        cand_meta, cand_out, _, _ = worker.exchange("given", metas, inputs, bound, remaining())
         kind = self._compare_given((ref_meta, ref_out), (cand_meta, cand_out), result, finite_only=True)
         if kind in ("numerical_mismatch", "nan_inf"):
             raise WorkerFailed("robust_mismatch", f"a wide set among the timed calls: {kind}")
@@ -1157,6 +1290,8 @@ class Evaluator:
         except (KeyError, ValueError) as exc:
             raise WorkerFailed("protocol_error", f"malformed output: {exc}") from None
         atol, rtol = self._tolerance(ref[0])
+        if finite_only:  # a wide set
+            atol = self._wide_atol(atol, ref_out)
         kind, diff = compare(ref_out, ref[0], cand[0], out, atol, rtol, finite_only)
         if diff is not None:
             result.max_abs_diff = max(diff, result.max_abs_diff or 0.0)

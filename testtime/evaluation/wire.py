@@ -115,7 +115,10 @@ def unpack(message: bytes) -> tuple[dict[str, Any], bytes]:
     (n,) = _HEADER.unpack_from(message)
     if n > len(message) - _HEADER.size:
         raise ValueError("truncated header")
-    header = json.loads(message[_HEADER.size : _HEADER.size + n].decode())
+    try:
+        header = json.loads(message[_HEADER.size : _HEADER.size + n].decode())
+    except RecursionError:  # a header nested deeper than the parser's stack: a worker's forgery
+        raise ValueError("header nested too deep") from None
     if not isinstance(header, dict):
         raise ValueError("header is not an object")
     return header, message[_HEADER.size + n :]
@@ -190,23 +193,25 @@ def decode_inputs(metas: list[dict[str, Any]], buffer: Any) -> list[Any]:
     return inputs
 
 
-def write_output(out: Any, buffer: Any, offset: int) -> dict[str, Any]:
-    """Copy a forward's output into ``buffer`` at ``offset`` (worker side) and describe it as
-    ``encode_output`` does; a tensor that does not fit is described but not copied."""
+def describe_in_place(out: Any) -> tuple[dict[str, Any], Any]:
+    """Describe a forward's output for the parent to read out of this process's memory (worker
+    side, hardened CPU timing): ``encode_output``'s description plus the ``address`` and
+    ``nbytes`` of its elements in row-major order, and the tensor holding them, which must stay
+    alive until the parent has read it (a view of ``out`` when contiguous, else a copy). No
+    copy into shared memory: a worker's own copy is what a candidate patching its harness could
+    skip, and the parent takes the reference's share of a call out of both sides."""
     import torch
 
-    meta, _ = encode_output(out) if type(out) is not torch.Tensor else (_describe_tensor(out), b"")
-    if meta.get("kind") != "tensor":
-        return meta
+    if type(out) is not torch.Tensor:
+        return encode_output(out)[0], None
+    meta = _describe_tensor(out)
+    if meta["kind"] != "tensor":
+        return meta, None
     t = out.detach()
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
-    nbytes = t.numel() * t.element_size()
-    if offset + nbytes > len(buffer):
-        return {**meta, "kind": "too_large"}
-    if nbytes:
-        torch.frombuffer(buffer, dtype=t.dtype, count=t.numel(), offset=offset).copy_(t.reshape(-1))
-    return meta
+    flat = t.reshape(-1)
+    return {**meta, "address": flat.data_ptr(), "nbytes": flat.numel() * flat.element_size()}, flat
 
 
 def _describe_tensor(t: Any) -> dict[str, Any]:
@@ -215,12 +220,45 @@ def _describe_tensor(t: Any) -> dict[str, Any]:
     return meta if dtype in _NUMPY_DTYPES and t.device.type == "cpu" else {**meta, "kind": "unsupported_dtype"}
 
 
+def check_output_meta(meta: Any) -> dict[str, Any]:
+    """An output description a worker sent, checked field by field before the parent uses any
+    of it (a candidate's process writes these: a negative size, strides that are not a list or a
+    missing field must be a ``protocol_error``, not an exception in the parent). Raises ValueError."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
+        raise ValueError("output description is not an object with a kind")
+    if meta["kind"] != "tensor":
+        return meta
+    if str(meta.get("dtype")) not in _NUMPY_DTYPES:
+        raise ValueError(f"output dtype {meta.get('dtype')!r} is not a tensor dtype")
+    shape, strides = meta.get("shape"), meta.get("strides")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(_count(d) for d in shape):
+        raise ValueError("output shape is not a list of sizes")
+    if not isinstance(strides, list) or len(strides) != len(shape) or not all(_integer(v) for v in strides):
+        raise ValueError("output strides do not match its shape")
+    for key in ("address", "nbytes"):
+        if key in meta and not _count(meta[key]):
+            raise ValueError(f"output {key} is not a count")
+    return meta
+
+
+def _integer(v: Any) -> bool:
+    return type(v) is int
+
+
+def _count(v: Any) -> bool:
+    return type(v) is int and 0 <= v < 1 << 62
+
+
 def output_nbytes(meta: dict[str, Any]) -> int:
-    """Bytes of the output ``meta`` describes (0 for anything but a tensor)."""
-    dtype = _NUMPY_DTYPES.get(str(meta.get("dtype")))
-    if meta.get("kind") != "tensor" or dtype is None:
+    """Bytes of the output ``meta`` describes (0 for anything but a tensor); ValueError when
+    the description is malformed (``check_output_meta``)."""
+    check_output_meta(meta)
+    if meta["kind"] != "tensor":
         return 0
-    return int(np.prod(meta["shape"], dtype=np.int64)) * np.dtype(dtype).itemsize
+    size = int(np.prod(meta["shape"], dtype=object)) * np.dtype(_NUMPY_DTYPES[meta["dtype"]]).itemsize
+    if size >= 1 << 62:
+        raise ValueError("output size out of range")
+    return size
 
 
 def decode_output(meta: dict[str, Any], payload: bytes) -> np.ndarray | None:

@@ -366,7 +366,7 @@ class _Harness:
         self.cuda = self.device.startswith("cuda")
         self.pending: tuple[Any, list[Any], int, list[Any] | None] | None = None
         self.tolerances = settings.get("tolerances", {})
-        self.last_given: tuple[list[Any], Any] | None = None  # (inputs, output) of the last "given" call
+        self.last_given: tuple[Any, ...] | None = None  # (inputs, output, ...) of the last "given" call or batch
         self.region: Any = None  # the region shared with the parent (``share``)
         # GPU clocked timing: this worker's outputs land in ``stack`` (exported once to the clock
         # process); the reference keeps its last real output for the parent's "echo" calibration
@@ -488,24 +488,26 @@ class _Harness:
             for fd in fds:
                 os.close(fd)
 
-    def given(self, metas: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    def given(self, metas: list[dict[str, Any]]) -> dict[str, Any]:
         """A forward on the inputs the parent just wrote into the shared region (hardened CPU
-        timing); the output is copied to ``offset`` there before the reply. The parent's clock
-        times the whole exchange, and reads the output as soon as the reply arrives."""
+        timing). The reply says where the output's elements are in this process's memory; the
+        parent reads them from there (``/proc/PID/mem``) once the reply has arrived, before it
+        reads this process's CPU clock: no copy of the output is on anyone's clock."""
         # the last call's output is let go first, so the new one and its temporaries can reuse
         # its memory (both workers alike; the page faults that made one worker slower than the
         # other were glibc's trim threshold, see _reuse_freed_memory)
         self.last_given = None
         inputs = wire.decode_inputs(metas, self.region)
         out = self.model(*inputs)
-        self.last_given = (inputs, out)
-        return wire.write_output(out, self.region, offset)
+        meta, elements = wire.describe_in_place(out)
+        self.last_given = (inputs, out, meta, elements)
+        return meta
 
-    def echo(self, metas: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    def echo(self, metas: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything ``given`` does but the forward (reference only): the parent's calibration
-        of the harness's own share of a timed exchange."""
+        of the harness's own share of a timed exchange (decoding the inputs, the reply)."""
         wire.decode_inputs(metas, self.region)
-        return wire.write_output(self.last_given[1] if self.last_given is not None else None, self.region, offset)
+        return self.last_given[2] if self.last_given is not None else wire.encode_output(None)[0]
 
     def _check_given(self) -> None:
         """After a "given" call: the integrity check, and the output must not share memory with
@@ -515,7 +517,7 @@ class _Harness:
         problems = self.integrity.violations()
         if problems:
             raise _Verdict("tampering", "; ".join(problems))
-        inputs, out = self.last_given
+        inputs, out = self.last_given[:2]
         _check_aliasing(out, inputs)
 
     def make_stack(self, slots: int, shape: list[int], dtype: str) -> dict[str, Any]:
@@ -801,7 +803,7 @@ class _Harness:
                     _reply(self.conn, {"ok": True, "nonce": nonce})
                     continue
                 if op in ("given", "echo"):
-                    meta = (self.given if op == "given" else self.echo)(cmd.get("inputs") or [], int(cmd["offset"]))
+                    meta = (self.given if op == "given" else self.echo)(cmd.get("inputs") or [])
                     _reply(self.conn, {"ok": True, "nonce": nonce, "output": meta})
                     continue
                 if op == "settle":  # the parent's clock has stopped on the last "given" call or batch
