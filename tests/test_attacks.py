@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 from testtime.evaluation import EvalSettings, Evaluator, evaluate_one
+from testtime.evaluation.screen import screen
 from testtime.prompting import candidate_code, candidate_source
 from testtime.tasks import load_bundled
 
@@ -939,6 +940,46 @@ def test_the_shared_region_cannot_be_truncated_under_the_parent():
     assert "not permitted" in result.error_message, result.error_message
 
 
+# Imports a module candidate has use for, none of which reaches the process: a future import
+# (moved before the reference when assembled), warning filters, abstract collections for type
+# hints, an autograd Function, init helpers and Parameter.
+HARMLESS_IMPORTS = """from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.init as init
+from torch.autograd import Function
+from torch.nn.parameter import Parameter
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+class _Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y * (1 - y)
+
+
+class ModelNew(nn.Module):
+    def __init__(self, shape: Sequence[int] = (1,)) -> None:
+        super().__init__()
+        self.one = Parameter(torch.empty(tuple(shape)), requires_grad=False)
+        init.ones_(self.one)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Sigmoid.apply(x) * self.one
+"""
+
 LEGITIMATE = [
     ("relu", "return torch.relu(x)", RELU),
     ("clamp", "return x.clamp(min=0)", RELU),
@@ -979,6 +1020,29 @@ LEGITIMATE = [
     # reference rounds 9 times as coarsely, which a fixed 1e-4 near zero once called a mismatch
     ("float64-accumulation", "return (A.double() @ B.double()).float()", TASKS["Matmul_square"].code),
     ("float64-batched", "return torch.bmm(A.double(), B.double()).float()", TASKS["Batched_matmul"].code),
+    # rejected by the screen or the assembly until a tester's sweep of legitimate styles
+    (
+        "torch-add-alpha",
+        "return torch.add(x.clamp(min=0), x.clamp(max=0), alpha=self.negative_slope)",
+        TASKS["LeakyReLU"].code,
+    ),
+    (
+        "operator-add",
+        "import operator\n\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def __init__(self, dim):\n        super().__init__()\n        self.dim = dim\n\n    def forward(self, x):\n        a, b = x.chunk(2, dim=self.dim)\n        return operator.add(a.sum(dim=self.dim, keepdim=True), b.sum(dim=self.dim, keepdim=True))\n",
+        TASKS["Sum_reduction_over_a_dimension"].code,
+    ),
+    ("harmless-imports", HARMLESS_IMPORTS, TASKS["Sigmoid"].code),
+    (
+        "helper-beside-def-forward",
+        "import torch\n\n\ndef _leaky(x, slope):\n    return torch.where(x > 0, x, x * slope)\n\n\ndef forward(self, x):\n    return _leaky(x, self.negative_slope)\n",
+        TASKS["LeakyReLU"].code,
+    ),
+    (
+        "copied-dict-default",
+        "def reduce_sum(x, dim, options={}):\n    options = dict(options)  # a private copy\n    options.setdefault('keepdim', True)\n    return torch.sum(x, dim=dim, **options)\n\n\nclass ModelNew(Model):\n    def forward(self, x):\n        return reduce_sum(x, self.dim)\n",
+        TASKS["Sum_reduction_over_a_dimension"].code,
+    ),
+    ("math-in-body", "return x.clamp(min=0) * math.sqrt(1.0)", RELU),  # the task does not import math
 ]
 
 
@@ -989,6 +1053,59 @@ def test_legitimate_rewrites_pass(name, body, problem):
     assert result.paper_correct and result.speedup > 0
     assert result.fast_1 == (result.speedup > 1.0)
     assert result.fast_1_sig == (result.speedup_ci_low > 1.0)
+
+
+# The screen alone (no worker): names that are modules are not state (their functions named
+# like container methods mutate nothing), imports judged as the paths they stand for.
+SCREEN_PASSES = [
+    "return torch.add(x, x, alpha=0.5)",
+    "import torch.nn.functional as G\nreturn G.relu(x)",
+    "from torch import nn\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return nn.functional.relu(x)",
+    "def f(x, o=[]):\n    o = o.copy()\n    o.append(1)\n    return x\nclass ModelNew(Model):\n    def forward(self, x):\n        return f(x)",
+]
+SCREEN_REJECTS = [
+    (
+        "S = set()\nclass ModelNew(Model):\n    def forward(self, x):\n        S.add(x.shape)\n        return x",
+        "forward mutates S",
+    ),
+    (
+        "class ModelNew(Model):\n    def forward(self, x):\n        torch.stash.update(a=x)\n        return x",
+        "forward mutates torch",
+    ),
+    (
+        "import operator\noperator = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        operator.update(a=x)\n        return x",
+        "forward mutates operator",
+    ),
+    ("F = {}\nclass ModelNew(Model):\n    def forward(self, x):\n        F.update(a=x)\n        return x", "forward mutates F"),
+    (
+        "import warnings\nclass ModelNew(Model):\n    def forward(self, x):\n        warnings.filters.append(x)\n        return x",
+        "forward mutates warnings",
+    ),
+    ("import torch as t\nt.set_num_threads(1)\nreturn x", "use of torch.set"),
+    ("import torch.autograd as ag\nh = ag.graph.saved_tensors_hooks\nreturn x", "use of torch.autograd.graph"),
+    ("from torch import cuda\ns = cuda.Stream()\nreturn x", "use of torch.cuda.Stream"),
+    ("import warnings\nf = warnings.sys._getframe(1)\nreturn x", "module sys reached through warnings"),
+    ("import collections\nf = collections._sys._getframe(1)\nreturn x", "private attribute _sys"),
+    ("def f(t, o={}):\n    o[t.shape] = t\n    o = dict(o)\n    return t\nreturn f(x)", "mutable default argument o"),
+    (
+        "def f(t, o={}):\n    if t.dim():\n        o = dict(o)\n    o[t.shape] = t\n    return t\nreturn f(x)",
+        "mutable default argument o",
+    ),
+    (
+        "dict = lambda d: d\ndef f(t, o={}):\n    o = dict(o)\n    o[t.shape] = t\n    return t\nclass ModelNew(Model):\n    def forward(self, x):\n        return f(x)",
+        "mutable default argument o",
+    ),
+]
+
+
+@pytest.mark.parametrize("code", SCREEN_PASSES)
+def test_legitimate_code_passes_the_screen(code):
+    assert screen(code) == []
+
+
+@pytest.mark.parametrize("code, reason", SCREEN_REJECTS)
+def test_attack_is_rejected_by_the_screen(code, reason):
+    assert any(reason in f.reason for f in screen(code)), screen(code)
 
 
 @pytest.fixture(scope="class")

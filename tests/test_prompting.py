@@ -85,3 +85,46 @@ def test_reference_forward_body_is_the_models_own_forward():
     assert reference_forward_body(REF) == "return torch.relu(x)"
     with pytest.raises(ValueError, match="Model.forward"):
         reference_forward_body("x = 1")
+
+
+def test_a_python_candidate_file_is_used_as_written():
+    from testtime.prompting import read_candidate
+
+    fenced_docstring = 'class ModelNew(nn.Module):\n    """Example:\n    ```python\n    y = ModelNew()(x)\n    ```\n    """\n\n    def forward(self, x):\n        return x.clamp(min=0)\n'
+    assert read_candidate(fenced_docstring) == fenced_docstring  # the fence is the docstring's
+    assert read_candidate("y = x.clamp(min=0)\nreturn y\n") == "y = x.clamp(min=0)\nreturn y\n"  # a body
+    assert read_candidate("Here:\n```python\nreturn torch.relu(x)\n```\nDone") == "return torch.relu(x)"  # a completion
+
+
+def test_auto_assembly_keeps_the_code_beside_a_top_level_forward():
+    from testtime.prompting import candidate_code
+
+    helper = "import torch\n\n\ndef _positive(t):\n    return t.clamp(min=0)\n\n\n@torch.no_grad()\ndef forward(self, x):\n    return _positive(x)\n"
+    source = candidate_source(helper, REF, mode="auto")
+    compile(source, "candidate", "exec")
+    assert "def _positive(t):" in source
+    assert "class ModelNew(Model):\n    @torch.no_grad()\n    def forward(self, x):\n        return _positive(x)\n" in source
+    assert candidate_code(helper, mode="auto") == helper  # screened as evaluated, helper included
+    assert "_positive" not in candidate_source(helper, REF, mode="paper").split("class ModelNew")[0]  # the paper's: body only
+    lone = "def forward(self, x):\n    return x.clamp(min=0)\n"
+    assert candidate_source(lone, REF, mode="auto") == assemble_modelnew_code(lone, REF)
+    no_self = "import torch\n\n\ndef forward(x):\n    return x.clamp(min=0)\n"  # no method as written
+    assert candidate_source(no_self, REF, mode="auto") == assemble_modelnew_code(no_self, REF)
+
+
+def test_future_imports_go_before_the_reference():
+    full = "from __future__ import annotations\n\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x: Tensor) -> Tensor:\n        return x.clamp(min=0)\n"
+    source = candidate_source(full, REF, mode="auto")
+    assert source.startswith("from __future__ import annotations\n")
+    compile(source, "candidate", "exec")  # else: from __future__ imports must occur at the beginning
+    namespace: dict = {}
+    exec(compile(source, "candidate", "exec"), namespace)  # annotations postponed: Tensor never looked up
+    helper = "from __future__ import annotations\nimport torch\n\n\ndef forward(self, x: Tensor):\n    return x.clamp(min=0)\n"
+    compile(candidate_source(helper, REF, mode="auto"), "candidate", "exec")
+
+
+def test_auto_assembly_imports_math_for_a_body():
+    body = "return x.clamp(min=0) * math.sqrt(1.0)"
+    assert "import math\n" in candidate_source(body, REF, mode="auto")
+    assert "import math" not in candidate_source(body, REF, mode="paper")  # the paper's prefix: torch, nn, F
+    assert "import math" not in candidate_source("return x.clamp(min=0)", REF, mode="auto")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from testtime.evaluation import EvalSettings, Evaluator
-from testtime.prompting import candidate_code, candidate_source, extract_python_code
+from testtime.prompting import candidate_code, candidate_source, read_candidate
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     with Evaluator(problem, settings) as ev:
         for path in args.candidate:
-            raw = extract_python_code(Path(path).read_text())
+            raw = read_candidate(Path(path).read_text())  # a Python file as written; a completion extracted
             result = ev.evaluate(candidate_source(raw, problem, mode="auto"), candidate_code(raw, mode="auto")).as_dict()
             if len(args.candidate) > 1:
                 result = {"candidate": path, **result}

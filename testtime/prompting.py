@@ -183,6 +183,19 @@ def extract_python_code(text: str) -> str:
     return code.strip()
 
 
+def read_candidate(text: str) -> str:
+    """The code of a candidate file (the CLI): the text as written when it is Python already (a
+    module, or a body-only forward), else the paper's extraction (a pasted completion with prose
+    or fences). A fence inside valid Python (an example in a docstring) must not replace it."""
+    for wrapped in (text, "def forward(self):\n" + textwrap.indent(text, "    ")):
+        try:
+            ast.parse(wrapped)
+        except SyntaxError:
+            continue
+        return text
+    return extract_python_code(text)
+
+
 def _forward_body(action: str) -> str:
     action = action.strip()
     if not action:
@@ -216,10 +229,9 @@ def is_full_modelnew(action: str) -> bool:
     return any(isinstance(n, ast.ClassDef) and n.name == "ModelNew" for n in tree.body)
 
 
-def assemble_modelnew_code(raw_action: str, ref_code: str) -> str:
-    """The paper's assembly: reference source + ``class ModelNew(Model)`` with the new forward body."""
-    body = _forward_body(raw_action)
-    args = _forward_args(ref_code)
+def _import_prefix(body: str, ref_code: str, auto: bool = False) -> list[str]:
+    """The paper's import prefix; ``auto`` also imports math for a body that uses it (the screen
+    allows math, and a body has no place for imports of its own in the paper's prompt)."""
     prefix = []
     if "import torch" not in ref_code:
         prefix.append("import torch")
@@ -227,6 +239,66 @@ def assemble_modelnew_code(raw_action: str, ref_code: str) -> str:
         prefix.append("import torch.nn as nn")
     if "F." in body and "import torch.nn.functional as F" not in ref_code:
         prefix.append("import torch.nn.functional as F")
+    if auto and re.search(r"\bmath\.", body) and not re.search(r"^import math\s*$", ref_code, re.MULTILINE):
+        prefix.append("import math")
+    return prefix
+
+
+def _forward_module(action: str) -> str | None:
+    """``auto`` assembly of a module with a top-level ``def forward`` and code beside it (helpers,
+    constants, imports): that code as written, then ``class ModelNew(Model)`` holding the forward
+    as written (decorators and signature included). The paper's assembly keeps only forward's
+    body, so the helpers it calls are gone (NameError). None when there is no such code, or
+    when forward's first parameter is not ``self``."""
+    try:
+        tree = ast.parse(action)
+    except SyntaxError:
+        return None
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    if fn is None or not [n for n in tree.body if n is not fn and not _is_docstring(n)]:
+        return None
+    positional = fn.args.posonlyargs + fn.args.args
+    if not positional or positional[0].arg != "self":
+        return None  # `def forward(x)` is no method as written: the paper's body transplant
+    lines = [line.decode() for line in action.encode().splitlines(keepends=True)]  # Python's line ends only
+    start = min([fn.lineno] + [d.lineno for d in fn.decorator_list]) - 1
+    method = "".join(lines[start : fn.end_lineno])
+    rest = "".join(lines[:start] + lines[fn.end_lineno :])
+    return f"{rest.strip()}\n\n\nclass ModelNew(Model):\n{textwrap.indent(method, '    ').rstrip()}\n"
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _hoist_future_imports(source: str) -> str:
+    """``source`` with its module-level ``from __future__`` imports moved to the top, where Python
+    requires them: the assembled module puts the reference before the candidate's code. Each is
+    replaced by ``pass`` where it stood (any statement sharing its line is kept)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    futures = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    if not futures:
+        return source
+    lines = source.encode().splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    data = source.encode()
+    for n in reversed(futures):  # col offsets are UTF-8 byte offsets
+        data = data[: offsets[n.lineno - 1] + n.col_offset] + b"pass" + data[offsets[n.end_lineno - 1] + n.end_col_offset :]
+    header = "".join(dict.fromkeys(ast.unparse(n) + "\n" for n in futures))
+    return header + data.decode()
+
+
+def assemble_modelnew_code(raw_action: str, ref_code: str, auto: bool = False) -> str:
+    """The paper's assembly: reference source + ``class ModelNew(Model)`` with the new forward body
+    (``auto``: also ``import math`` where the body uses it)."""
+    body = _forward_body(raw_action)
+    args = _forward_args(ref_code)
+    prefix = _import_prefix(body, ref_code, auto)
     indented = textwrap.indent(body, " " * 8)
     if not indented.strip():
         indented = " " * 8 + "pass"
@@ -242,8 +314,8 @@ def candidate_code(raw_action: str, mode: str = "auto") -> str:
 
     The reference source it is joined to is trusted and never screened.
     """
-    if mode == "auto" and is_full_modelnew(raw_action):
-        return raw_action
+    if mode == "auto" and (is_full_modelnew(raw_action) or _forward_module(raw_action) is not None):
+        return raw_action  # evaluated as written (the forward moved into ModelNew): screened whole
     return _forward_body(raw_action) if raw_action.strip() else ""
 
 
@@ -252,12 +324,17 @@ def candidate_source(raw_action: str, ref_code: str, mode: str = "auto") -> str:
 
     ``paper`` always applies the paper's assembly (a full module keeps only its forward body);
     ``auto`` keeps a complete ``ModelNew`` module as written (its own ``__init__``, helpers and
-    inline kernels), prefixed with the reference source when it relies on ``Model``.
+    inline kernels), prefixed with the reference source when it relies on ``Model``, keeps the
+    code beside a top-level ``def forward`` (``_forward_module``), and imports math for a body.
+    Its ``from __future__`` imports go first, before the reference.
     """
     if mode not in ASSEMBLY_MODES:
         raise ValueError(f"evaluation.assembly: unknown mode {mode!r}; choose one of {ASSEMBLY_MODES}")
     if mode == "auto" and is_full_modelnew(raw_action):
         if "class Model(" in raw_action:
             return raw_action
-        return f"{ref_code.strip()}\n\n{raw_action.strip()}\n"
-    return assemble_modelnew_code(raw_action, ref_code)
+        return _hoist_future_imports(f"{ref_code.strip()}\n\n{raw_action.strip()}\n")
+    if mode == "auto" and (module := _forward_module(raw_action)) is not None:
+        prefix = "".join(f"{line}\n" for line in _import_prefix(module, ref_code, auto=True))
+        return _hoist_future_imports(f"{prefix}{ref_code.strip()}\n\n{module}")
+    return assemble_modelnew_code(raw_action, ref_code, auto=mode == "auto")

@@ -33,6 +33,14 @@ ALLOWED_IMPORTS = {
     "dataclasses",
     "enum",
     "abc",
+    # harmless beside the above: type hints, init helpers, Parameter, autograd.Function (the path
+    # torch.autograd.graph stays forbidden), warning filters (the candidate's own process)
+    "__future__",
+    "collections.abc",
+    "torch.autograd",
+    "torch.nn.init",
+    "torch.nn.parameter",
+    "warnings",
 }
 # Modules that reach the interpreter, the process or the system (also as attributes of torch:
 # torch.os, torch.sys, torch.ctypes, F.np ... exist).
@@ -143,8 +151,12 @@ class _Screen(ast.NodeVisitor):
         self.allow_compile = allow_compile
         self.forward_scopes: list[int] = []  # index in self.scopes of each enclosing forward's scope
         self.scopes: list[tuple[str, set[str]]] = []  # (module|function|class|comprehension, names it binds)
+        self.aliases: dict[str, set[str]] = {}  # name -> the dotted paths imports bind it to, anywhere
+        self.modules: dict[str, str] = {}  # module-level name bound (only) to a module -> its path
 
     def visit_Module(self, node: ast.Module) -> None:
+        self.aliases = _import_paths(list(ast.walk(node)))
+        self.modules = _module_names(node.body)
         self.scopes.append(("module", _bindings(node.body)))
         self.generic_visit(node)
         self.scopes.pop()
@@ -189,17 +201,26 @@ class _Screen(ast.NodeVisitor):
         return any(name in bound for kind, bound in self.scopes[:-1] if kind != "class")  # class bodies do not enclose
 
     def _forbidden_path(self, name: str) -> str | None:
-        """Why the dotted path ``name`` (an attribute chain or a from-import) is forbidden, if it is."""
+        """Why the dotted path ``name`` (an attribute chain or a from-import) is forbidden, if it is.
+
+        A name that an import binds is also judged as the path it stands for (``import
+        torch.autograd as ag`` makes ``ag.graph`` torch.autograd.graph, ``import warnings`` makes
+        ``warnings.sys`` sys reached through a module), so allowing a module opens no path."""
         head, _, rest = name.partition(".")
-        normal = f"{ALIASES[head]}.{rest}" if head in ALIASES and rest else name
-        for bad in FORBIDDEN_TORCH:
-            if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
-                return f"use of {bad.rstrip('_.')}"
-        parts = normal.split(".")
-        if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
-            return f"private torch API {name}"
-        if parts[0] in ROOT_MODULES | {"torch"} and (escape := next((p for p in parts[1:] if p in FORBIDDEN_MODULES), None)):
-            return f"module {escape} reached through {parts[0]}"
+        normals = [f"{ALIASES[head]}.{rest}" if head in ALIASES and rest else name]
+        normals += sorted(f"{path}.{rest}" if rest else path for path in self.aliases.get(head, ()))
+        for normal in normals:
+            for bad in FORBIDDEN_TORCH:
+                if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
+                    return f"use of {bad.rstrip('_.')}"
+            parts = normal.split(".")
+            if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
+                return f"private torch API {name}"
+            if parts[0] in ROOT_MODULES | {"torch"} or head in self.aliases:  # a module's attributes
+                if escape := next((p for p in parts[1:] if p in FORBIDDEN_MODULES), None):
+                    return f"module {escape} reached through {parts[0]}"
+                if private := next((p for p in parts[1:] if p.startswith("_") and not p.startswith("__")), None):
+                    return f"private attribute {private} of module {parts[0]}"  # collections._sys is sys
         return None
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
@@ -219,7 +240,9 @@ class _Screen(ast.NodeVisitor):
                 self.flag(node, f"getattr of module {attr.value}")
         if self.forward_scopes and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATING_METHODS:
             root = _root(node.func.value)
-            if isinstance(root, ast.Name) and not self._forward_local(root.id):
+            # `torch.add(a, b)`, `operator.add(a, b)`: a function of a module, not a method of a
+            # container kept across calls, whatever its name
+            if isinstance(root, ast.Name) and not self._forward_local(root.id) and not self._is_module(node.func.value):
                 self.flag(node, f"forward mutates {root.id} (state kept across calls)")
         self.generic_visit(node)
 
@@ -243,12 +266,10 @@ class _Screen(ast.NodeVisitor):
         defaults = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
         defaults += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
         body = node.body if isinstance(node.body, list) else [node.body]
-        mutated = _mutated_names(body)
+        bound = params | _bindings(body) | {n for _, names in self.scopes for n in names}  # `dict` rebound is no copy
         for arg, default in defaults:
-            if (
-                isinstance(default, (ast.List, ast.Dict, ast.Set, ast.Call, ast.ListComp, ast.DictComp, ast.SetComp))
-                and arg.arg in mutated
-            ):
+            literal = isinstance(default, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp))
+            if (literal or isinstance(default, ast.Call)) and _mutates_default(body, arg.arg, bound, literal):
                 self.flag(default, f"mutable default argument {arg.arg} mutated by the function (state kept across calls)")
         for expr in getattr(node, "decorator_list", []) + args.defaults + [d for d in args.kw_defaults if d is not None]:
             self.visit(expr)  # evaluated in the enclosing scope
@@ -264,6 +285,24 @@ class _Screen(ast.NodeVisitor):
         if is_forward:
             self.forward_scopes.pop()
         self.scopes.pop()
+
+    def _is_module(self, node: ast.AST) -> bool:
+        """Whether ``node``, used inside a forward, is a module: a name that only imports bind at
+        module level (or torch, F, nn, math the reference provides, where the candidate binds no
+        such name), or a known submodule of one (``torch.nn.functional``)."""
+        name = _dotted(node)
+        if name is None:
+            return False
+        head, _, rest = name.partition(".")
+        if any(head in bound for kind, bound in self.scopes[1:] if kind != "class"):
+            return False  # a variable of a function around it
+        if head in self.modules:
+            path = self.modules[head]
+        elif head in ROOT_MODULES and head not in self.scopes[0][1]:
+            path = ALIASES.get(head, "torch.nn.functional" if head == "functional" else head)
+        else:
+            return False
+        return not rest or f"{path}.{rest}" in ALLOWED_IMPORTS
 
     def _forward_local(self, name: str) -> bool:
         """Whether ``name``, used inside a forward, is a variable of that call (bound in forward or
@@ -321,10 +360,55 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
-def _bindings(body: list[ast.stmt]) -> set[str]:
+def _scope_nodes(body: list[ast.stmt]) -> list[ast.AST]:
+    """The nodes of a scope's own code: not the insides of the functions, classes and
+    comprehensions it defines (their names and decorators are its own)."""
+    nodes: list[ast.AST] = []
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            stack.extend(getattr(node, "decorator_list", []))
+        elif not isinstance(node, (ast.Lambda, *_COMPREHENSIONS)):
+            stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _import_paths(nodes: list[ast.AST]) -> dict[str, set[str]]:
+    """What the names imports bind stand for: ``import a.b`` binds a to ``a``, ``import a.b as c``
+    binds c to ``a.b``, ``from a import b as c`` binds c to ``a.b``."""
+    paths: dict[str, set[str]] = {}
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                path = a.name if a.asname else a.name.split(".")[0]
+                paths.setdefault(a.asname or path, set()).add(path)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                if a.name != "*":
+                    paths.setdefault(a.asname or a.name, set()).add(f"{node.module}.{a.name}")
+    return paths
+
+
+def _module_names(body: list[ast.stmt]) -> dict[str, str]:
+    """Module-level names that only imports bind, each to one module: every ``import`` binds a
+    module; ``from a import b`` does where ``a.b`` is an allowed module (``from torch import nn``)."""
+    imports = [n for n in _scope_nodes(body) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    not_modules = {f"{n.module}.{a.name}" for n in imports if isinstance(n, ast.ImportFrom) for a in n.names} - ALLOWED_IMPORTS
+    others = _bindings(body, imports=False)
+    return {
+        name: next(iter(paths))
+        for name, paths in _import_paths(imports).items()
+        if len(paths) == 1 and not paths & not_modules and name not in others
+    }
+
+
+def _bindings(body: list[ast.stmt], imports: bool = True) -> set[str]:
     """Names a scope binds (Python's rule: bound anywhere in it means local throughout): targets,
-    for/with/except/match names, imports, and nested def/class names, but not what nested
-    functions or classes bind inside themselves; a walrus in a comprehension binds here."""
+    for/with/except/match names, imports (unless ``imports`` is false), and nested def/class
+    names, but not what nested functions or classes bind inside themselves; a walrus in a
+    comprehension binds here."""
     names: set[str] = set()
     stack: list[ast.AST] = list(body)
     while stack:
@@ -340,7 +424,7 @@ def _bindings(body: list[ast.stmt]) -> set[str]:
             continue
         if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             names.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and imports:
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
             names.add(node.name)
@@ -367,6 +451,30 @@ def _mutated_names(body: list[ast.stmt]) -> set[str]:
                 if isinstance(root, ast.Name):
                     names.add(root.id)
     return names
+
+
+_FRESH_COPIES = {"dict", "list", "set", "sorted"}
+
+
+def _mutates_default(body: list[ast.stmt], name: str, bound: set[str], literal: bool) -> bool:
+    """Whether a function body mutates the object its parameter ``name`` starts as. Once a
+    statement of the body itself (run on every call) rebinds ``name`` to a fresh object
+    (``options = dict(options)``, ``options = {**options}``, ``x = x.copy()`` of a literal list,
+    dict or set default), what follows mutates the copy, not the default; ``dict``, ``list`` ...
+    count only where the candidate does not bind those names itself."""
+    for i, stmt in enumerate(body):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        value = getattr(stmt, "value", None)
+        fresh = isinstance(value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)) or (
+            isinstance(value, ast.Call)
+            and (
+                (isinstance(value.func, ast.Name) and value.func.id in _FRESH_COPIES - bound)
+                or (literal and isinstance(value.func, ast.Attribute) and value.func.attr == "copy" and not value.args)
+            )
+        )
+        if fresh and any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return name in _mutated_names(body[: i + 1])
+    return name in _mutated_names(body)
 
 
 def parse_candidate(code: str) -> tuple[ast.Module, int]:
