@@ -3,7 +3,7 @@
 Target: Table 2's scaling curve (``scaling_curve``, 10,000 replicates per seed and budget) in
 under 5 s, so that the ``tables`` and ``figures`` rules are not bound by their statistics.
 The records have the paper's shape: 2 seeds x 5 tasks x 64 samples, with the per-task fast
-counts of Table 2 (17, 25, 28, 38 and 63 of 64).
+counts of Table 2 (17, 25, 28, 38 and 63 of 64), speedups and log-probabilities drawn at random.
 
 Usage: python benchmarks/bench_analysis.py [--runs 5]
 """
@@ -24,28 +24,23 @@ TARGET_S = 5.0
 TABLE2_COUNTS = (17, 25, 28, 38, 63)
 
 
-def paper_sized_records(samples: int = 64) -> pd.DataFrame:
-    """Per seed and task, the first c samples fast (speedup 2), the rest slow or incorrect."""
-    frames = []
-    for seed in (42, 43):
+def paper_sized_records(samples: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Per seed and task, Table 2's count of fast samples (speedups 1-10x) among correct but slow
+    ones (0.2-1x) and incorrect ones, in a random order, with random log-probabilities."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run_seed in (42, 43):
         for pid, fast_count in enumerate(TABLE2_COUNTS):
-            idx = np.arange(samples)
-            fast = idx < fast_count
-            correct = fast | (idx % 2 == 0)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "seed": seed,
-                        "problem_id": pid,
-                        "sample_index": idx,
-                        "correct": correct,
-                        "speedup": np.where(fast, 2.0, np.where(correct, 0.5, 0.0)),
-                        "lp_mean": -0.1 * idx,
-                        "lp_sum": -0.1 * idx * 300,
-                    }
-                )
-            )
-    return pd.concat(frames, ignore_index=True)
+            speedups = np.zeros(samples)
+            speedups[:fast_count] = rng.uniform(1.0, 10.0, fast_count)
+            slow = rng.random(samples - fast_count) < 0.5
+            speedups[fast_count:] = np.where(slow, rng.uniform(0.2, 1.0, samples - fast_count), 0.0)
+            order = rng.permutation(samples)
+            lp = -rng.gamma(2.0, 0.2, samples)
+            rows += [
+                (run_seed, pid, i, bool(speedups[order[i]] > 0), speedups[order[i]], lp[i], lp[i] * 300) for i in range(samples)
+            ]
+    return pd.DataFrame(rows, columns=["seed", "problem_id", "sample_index", "correct", "speedup", "lp_mean", "lp_sum"])
 
 
 def seconds(call, runs: int) -> float:
