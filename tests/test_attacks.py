@@ -13,6 +13,7 @@ is not a defence.
 
 from __future__ import annotations
 
+import ast
 import os
 import platform
 import subprocess
@@ -909,6 +910,7 @@ def test_an_undumpable_worker_gains_nothing():
 TRUNCATE = (
     _HARNESS
     + """import mmap
+import ast
 import os
 import socket
 
@@ -938,6 +940,97 @@ def test_the_shared_region_cannot_be_truncated_under_the_parent():
     result = patched(TRUNCATE)
     rejected(result, "runtime_error")
     assert "not permitted" in result.error_message, result.error_message
+
+
+# H27: interrupts aimed at the reference. Reference and candidate share their allotted core, and
+# an interrupt's time is billed to whatever task it hits (no IRQ time accounting on the kernels
+# measured). The red team's fourth round enabled CPU-wide sampling perf events on that core while
+# its worker waited, and timed the reference's own forward, unchanged, at 9.5-10x. Timers of its
+# own fire on that core the same way. seccomp refuses both (perf_event_open for every candidate,
+# timers for a sealed CPU one); either way the attack gains nothing.
+STORM = """
+import ctypes
+import ast
+import os
+import signal
+import struct
+
+libc = ctypes.CDLL(None, use_errno=True)
+core = sorted(os.sched_getaffinity(0))[0]
+
+
+def perf_attr(disabled, period):
+    raw = bytearray(128)  # struct perf_event_attr: software cpu-clock sampling every `period` ns
+    struct.pack_into("IIQQQQQ", raw, 0, 1, 128, 0, period, 0, 0, disabled)
+    return (ctypes.c_char * 128).from_buffer(raw)
+
+
+def storm(on):
+    {switch}
+
+
+def storming_echo(self, metas):
+    meta = echo(self, metas)
+    storm(True)  # while the worker waits, and the reference runs
+    return meta
+
+
+def calming_recv(fd, deadline=None, limit=wire.MAX_MESSAGE_BYTES):
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll()
+    storm(False)  # its own calls run in quiet
+    return recv(fd, deadline, limit)
+
+
+{setup}
+harness.echo, wire.recv = storming_echo, calming_recv
+"""
+PERF_STORM = (
+    _HARNESS
+    + STORM.replace(
+        "{setup}",
+        "leader = libc.syscall(298, perf_attr(1, 10000), -1, core, -1, 0)  # -1 where refused: no storm\n"
+        "group = [libc.syscall(298, perf_attr(0, 10000 + 1237 * i), -1, core, leader, 0) for i in range(1, 8)]",
+    ).replace("{switch}", "libc.ioctl(leader, 0x2400 if on else 0x2401, 1)  # PERF_EVENT_IOC_ENABLE / DISABLE, the group")
+    + _MODEL
+)
+TIMER_STORM = (
+    _HARNESS
+    + STORM.replace("{setup}", "signal.signal(signal.SIGALRM, lambda *_: None)").replace(
+        "{switch}",
+        "try:\n        signal.setitimer(signal.ITIMER_REAL, 1e-5 if on else 0, 1e-5 if on else 0)\n"
+        "    except OSError:  # refused: no storm\n        pass",
+    )
+    + _MODEL
+)
+STORMS = [("H27-perf-interrupt-storm", PERF_STORM), ("H27-timer-storm", TIMER_STORM)]
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the attack's syscall number is x86_64's")
+@pytest.mark.parametrize("name, source", STORMS, ids=[a[0] for a in STORMS])
+def test_interrupts_aimed_at_the_reference_gain_nothing(name, source):
+    result = patched(source)
+    assert result.correct, f"{result.error_kind}: {result.error_message}"
+    assert result.speedup < 2, f"{name}: speedup {result.speedup:.2f} from interrupts billed to the reference"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the syscall numbers are x86_64's")
+def test_a_sealed_candidate_gets_no_perf_event_timer_or_userfaultfd():
+    body = (
+        "import ctypes, signal\nlibc = ctypes.CDLL(None, use_errno=True)\nseen = []\n"
+        "for name, nr, args in (('perf_event_open', 298, (0, -1, 0, -1, 0)), ('bpf', 321, (0, 0, 0)),"
+        " ('userfaultfd', 323, (0,)), ('timer_create', 222, (0, 0, 0)), ('timerfd_create', 283, (1, 0))):\n"
+        "    seen.append((name, libc.syscall(nr, *args), ctypes.get_errno()))\n"
+        "try:\n    signal.setitimer(signal.ITIMER_REAL, 1.0)\n    seen.append(('setitimer', 0, 0))\n"
+        "except OSError as exc:\n    seen.append(('setitimer', -1, exc.errno))\nraise RuntimeError(repr(seen))"
+    )
+    result = run(body, screened="return torch.relu(x)")  # screen bypassed: ctypes, signal
+    rejected(result, "runtime_error")
+    seen = ast.literal_eval(result.error_message.split("RuntimeError: ", 1)[1].splitlines()[0])
+    assert seen == [
+        (name, -1, 1) for name in ("perf_event_open", "bpf", "userfaultfd", "timer_create", "timerfd_create", "setitimer")
+    ]
 
 
 # Imports a module candidate has use for, none of which reaches the process: a future import
@@ -1059,6 +1152,7 @@ def test_legitimate_rewrites_pass(name, body, problem):
 # like container methods mutate nothing), imports judged as the paths they stand for.
 SCREEN_PASSES = [
     "return torch.add(x, x, alpha=0.5)",
+    "return getattr(torch, 'relu')(x)",
     "import torch.nn.functional as G\nreturn G.relu(x)",
     "from torch import nn\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return nn.functional.relu(x)",
     "def f(x, o=[]):\n    o = o.copy()\n    o.append(1)\n    return x\nclass ModelNew(Model):\n    def forward(self, x):\n        return f(x)",
@@ -1094,7 +1188,10 @@ SCREEN_REJECTS = [
     (
         "dict = lambda d: d\ndef f(t, o={}):\n    o = dict(o)\n    o[t.shape] = t\n    return t\nclass ModelNew(Model):\n    def forward(self, x):\n        return f(x)",
         "mutable default argument o",
-    ),
+    ),  # getattr by a string under other names (red team, round 4: the harness reached from the CLI)
+    ("import operator, typing\nmodules = operator.attrgetter('sys.modules')(typing)\nreturn x", "use of attrgetter"),
+    ("from operator import methodcaller\nreturn methodcaller('relu')(x)", "use of methodcaller"),
+    ("import functools, typing\nm = functools.reduce(getattr, ['sys', 'modules'], typing)\nreturn x", "getattr used as a value"),
 ]
 
 

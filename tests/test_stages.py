@@ -73,3 +73,20 @@ def test_a_completion_without_a_final_answer_is_an_error_record_never_run(tasks)
     assert first["error_kind"] == "no_final_channel" and not first["correct"] and first["speedup"] == 0.0
     assert pd.isna(first["candidate_hash"]) and first["trials_passed"] == 0
     assert records.iloc[1:]["error_kind"].ne("no_final_channel").all()
+
+
+def test_text_too_deeply_nested_to_parse_or_screen_is_a_record_and_the_job_goes_on(tasks):
+    # the red team's fourth round: 200,000 nested minus signs made ast.parse raise MemoryError
+    # while the answer was assembled, a sum of 600 terms made the screen's visitor recurse past
+    # Python's limit; either ended the whole job without one record
+    long_sum = " + ".join(["x"] * 600)
+    module = f"class ModelNew(nn.Module):\n    def forward(self, x):\n        return {long_sum}\n"
+    for summed in (f"return {long_sum}", module):  # the paper's assembly unparses a module's forward
+        samples = _samples(tasks)
+        samples.loc[samples.index[1], "raw_action"] = "return " + "-" * 200_000 + "x"
+        samples.loc[samples.index[5], "raw_action"] = summed
+        records = evaluate_samples(samples, tasks, _evaluation(dedupe=True), lanes=1)
+        assert records["correct"].tolist() == [True, False, True, False, True, False], _verdicts(records)
+        for row in (1, 5):
+            assert records.iloc[row]["error_kind"] == "syntax_error", _verdicts(records)
+            assert "nested too deeply" in records.iloc[row]["error_message"], _verdicts(records)

@@ -12,6 +12,18 @@ import re
 import textwrap
 from typing import Any
 
+
+def parse_untrusted(code: str) -> ast.Module:
+    """``ast.parse`` for model-written code: text nested deeper than the parser (MemoryError) or
+    the compiler (RecursionError) can take is a SyntaxError like any other unparsable text, never
+    an exception that ends the job evaluating it (a red-team candidate of 200,000 nested minus
+    signs once ended a CLI call and a whole evaluation job without a record)."""
+    try:
+        return ast.parse(code)
+    except (RecursionError, MemoryError) as exc:
+        raise SyntaxError(f"nested too deeply to parse ({type(exc).__name__})") from None
+
+
 PAPER_SYSTEM_PROMPT = (
     "You are an expert GPU kernel engineer.\n"
     "\n"
@@ -75,7 +87,7 @@ _COMPACT_EXAMPLE_ANSWER = "return torch.nn.functional.silu(x)"
 def _method(code: str, cls: str, name: str = "forward") -> ast.FunctionDef | None:
     """``cls.name`` as an AST node, or None when the code does not parse or lacks it."""
     try:
-        tree = ast.parse(code)
+        tree = parse_untrusted(code)
     except SyntaxError:
         return None
     for node in tree.body:
@@ -189,7 +201,7 @@ def read_candidate(text: str) -> str:
     or fences). A fence inside valid Python (an example in a docstring) must not replace it."""
     for wrapped in (text, "def forward(self):\n" + textwrap.indent(text, "    ")):
         try:
-            ast.parse(wrapped)
+            parse_untrusted(wrapped)
         except SyntaxError:
             continue
         return text
@@ -201,14 +213,17 @@ def _forward_body(action: str) -> str:
     if not action:
         return "pass"
     try:
-        tree = ast.parse(action)
+        tree = parse_untrusted(action)
     except SyntaxError:
         return action
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "forward":
-            return "\n".join(ast.unparse(s) for s in node.body)
-    method = _method(action, "ModelNew")
-    return action if method is None else "\n".join(ast.unparse(s) for s in method.body)
+    method = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    method = method or _method(action, "ModelNew")
+    if method is None:
+        return action
+    try:
+        return "\n".join(ast.unparse(s) for s in method.body)
+    except RecursionError:  # unparsing recurses once per level: left as written, for the screen to refuse
+        return action
 
 
 def _forward_args(ref_code: str) -> str:
@@ -223,7 +238,7 @@ def is_full_modelnew(action: str) -> bool:
     paper's assembler would keep only their ``forward`` body.
     """
     try:
-        tree = ast.parse(action)
+        tree = parse_untrusted(action)
     except SyntaxError:
         return False
     return any(isinstance(n, ast.ClassDef) and n.name == "ModelNew" for n in tree.body)
@@ -251,7 +266,7 @@ def _forward_module(action: str) -> str | None:
     body, so the helpers it calls are gone (NameError). None when there is no such code, or
     when forward's first parameter is not ``self``."""
     try:
-        tree = ast.parse(action)
+        tree = parse_untrusted(action)
     except SyntaxError:
         return None
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
@@ -276,7 +291,7 @@ def _hoist_future_imports(source: str) -> str:
     requires them: the assembled module puts the reference before the candidate's code. Each is
     replaced by ``pass`` where it stood (any statement sharing its line is kept)."""
     try:
-        tree = ast.parse(source)
+        tree = parse_untrusted(source)
     except SyntaxError:
         return source
     futures = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]

@@ -18,13 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from testtime.evaluation.engine import EvalResult, EvalSettings, Evaluator
+from testtime.evaluation.engine import ERROR_MESSAGE_CHARS, EvalResult, EvalSettings, Evaluator
 from testtime.prompting import candidate_code, candidate_source
 
 logger = logging.getLogger(__name__)
 
 #: Digest prefix of samples judged without running: their completion had no answer to evaluate.
 PARSE_ERROR = "parse-error:"
+# the key of an answer whose assembly raised (its error follows): a syntax_error record, never run
+UNASSEMBLED = "unassembled:"
 
 
 def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dict[str, Any], lanes: int = 1) -> pd.DataFrame:
@@ -50,13 +52,21 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
                 digests[(problem_id, s.sample_index)] = f"{PARSE_ERROR}{parse_error}"
                 first_sample.setdefault((problem_id, f"{PARSE_ERROR}{parse_error}"), s.sample_index)
                 continue
-            source = candidate_source(s.raw_action, problem_src, mode=evaluation["assembly"]) if s.raw_action.strip() else ""
+            try:
+                source = candidate_source(s.raw_action, problem_src, mode=evaluation["assembly"]) if s.raw_action.strip() else ""
+                screened = candidate_code(s.raw_action, mode=evaluation["assembly"])
+            except Exception as exc:  # one model answer's assembly must never end the job
+                logger.exception("task %s sample %s could not be assembled", problem_id, s.sample_index)
+                digest = f"{UNASSEMBLED}{type(exc).__name__}: {exc}"[:ERROR_MESSAGE_CHARS]
+                digests[(problem_id, s.sample_index)] = digest
+                first_sample.setdefault((problem_id, digest), s.sample_index)
+                continue
             digest = hashlib.sha256(source.encode()).hexdigest()[:16]
             if not evaluation["dedupe"]:
                 digest = f"{digest}:{n}"  # every sample judged on its own
             digests[(problem_id, s.sample_index)] = digest
             first_sample.setdefault((problem_id, digest), s.sample_index)
-            unique.setdefault(digest, (digest, source, candidate_code(s.raw_action, mode=evaluation["assembly"])))
+            unique.setdefault(digest, (digest, source, screened))
         n_lanes = max(1, min(lanes, len(unique))) if settings.device == "cpu" else 1
         candidates = list(unique.values())
         units += [(problem_id, problem_src, candidates[i::n_lanes]) for i in range(n_lanes)]
@@ -66,6 +76,11 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
             kind = digest[len(PARSE_ERROR) :]
             message = "the completion has no final answer to evaluate (parsed as Harmony channels)"
             verdicts[(key[0], digest)] = EvalResult(error_kind=kind, error_message=message, protocol=settings.protocol).as_dict()
+        elif digest.startswith(UNASSEMBLED):
+            message = f"the answer could not be assembled into a module: {digest[len(UNASSEMBLED) :]}"
+            verdicts[(key[0], digest)] = EvalResult(
+                error_kind="syntax_error", error_message=message, protocol=settings.protocol
+            ).as_dict()
     rows = []
     for s in samples.sort_values(["problem_id", "sample_index"]).itertuples():
         digest = digests[(s.problem_id, s.sample_index)]
@@ -74,7 +89,7 @@ def evaluate_samples(samples: pd.DataFrame, tasks: pd.DataFrame, evaluation: dic
                 "seed": s.seed,
                 "problem_id": s.problem_id,
                 "sample_index": s.sample_index,
-                "candidate_hash": None if digest.startswith(PARSE_ERROR) else digest.split(":")[0],
+                "candidate_hash": None if digest.startswith((PARSE_ERROR, UNASSEMBLED)) else digest.split(":")[0],
                 "reused_verdict": first_sample[(s.problem_id, digest)] != s.sample_index,
                 **verdicts[(s.problem_id, digest)],
             }

@@ -44,6 +44,7 @@ import numpy as np
 from testtime.evaluation import sandbox, wire
 from testtime.evaluation.screen import screen
 from testtime.evaluation.worker import supervise
+from testtime.prompting import parse_untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -620,7 +621,7 @@ def builds_extension(src: str) -> bool:
     and strings do not count: a comment naming ``load_inline`` used to unseal a candidate,
     moving it to the parent's wall clock)."""
     try:
-        tree = ast.parse(src)
+        tree = parse_untrusted(src)
     except SyntaxError:
         return False
     for node in ast.walk(tree):
@@ -954,6 +955,13 @@ class Evaluator:
         result = EvalResult(protocol=self.settings.protocol)
         try:
             self._evaluate(candidate_src, candidate_src if screened_code is None else screened_code, result)
+        except Exception as exc:
+            # before its worker started (the screen, the assembly's checks): whatever the text
+            # led to is this candidate's record, never the end of a job of many
+            logger.exception("unexpected error while screening a candidate")
+            result.correct = False
+            result.error_kind = "syntax_error" if isinstance(exc, (RecursionError, MemoryError)) else "protocol_error"
+            result.error_message = f"{type(exc).__name__}: {exc}"[-ERROR_MESSAGE_CHARS:]
         finally:
             result.wall_s = time.monotonic() - started
         result.speedup = result.speedup if result.correct else 0.0
@@ -971,7 +979,7 @@ class Evaluator:
         try:
             findings = screen(screened_code, self.settings.allow_torch_compile)
         except SyntaxError as exc:
-            result.error_kind, result.error_message = "syntax_error", f"{exc.msg} (line {exc.lineno})"
+            result.error_kind, result.error_message = "syntax_error", exc.msg + (f" (line {exc.lineno})" if exc.lineno else "")
             return
         if findings:
             result.flags.extend(f"screen: {f}" for f in findings)

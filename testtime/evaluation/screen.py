@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from testtime.prompting import parse_untrusted
+
 # Pure-computation modules besides torch: nothing in them reaches the process, files or the harness.
 ALLOWED_IMPORTS = {
     "torch",
@@ -89,6 +91,9 @@ FORBIDDEN_NAMES = FORBIDDEN_MODULES | {
     "breakpoint",
     "__builtins__",
 }
+# getattr by a string, under other names: `operator.attrgetter("sys.modules")(typing)` reached
+# the worker's harness past the screen (red team, round 4)
+STRING_GETTERS = {"attrgetter", "methodcaller"}
 ROOT_MODULES = {"torch", "F", "nn", "math", "functional"}
 ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn"}
 FORBIDDEN_TORCH = (
@@ -153,6 +158,7 @@ class _Screen(ast.NodeVisitor):
         self.scopes: list[tuple[str, set[str]]] = []  # (module|function|class|comprehension, names it binds)
         self.aliases: dict[str, set[str]] = {}  # name -> the dotted paths imports bind it to, anywhere
         self.modules: dict[str, str] = {}  # module-level name bound (only) to a module -> its path
+        self.getattr_calls: set[int] = set()  # ids of the `getattr` names that are called (checked there)
 
     def visit_Module(self, node: ast.Module) -> None:
         self.aliases = _import_paths(list(ast.walk(node)))
@@ -187,6 +193,10 @@ class _Screen(ast.NodeVisitor):
         self.flag(node, "nonlocal statement")
 
     def visit_Name(self, node: ast.Name) -> None:
+        if node.id == "getattr" and id(node) not in self.getattr_calls and not self._user_bound(node.id):
+            self.flag(node, "getattr used as a value (its name is then computed where it is called)")
+        if node.id in STRING_GETTERS and not self._user_bound(node.id):
+            self.flag(node, f"use of {node.id} (getattr by a string)")
         if node.id not in FORBIDDEN_NAMES:
             return
         # Binding such a name makes a variable of the candidate's own (`input = x.contiguous()`);
@@ -214,6 +224,8 @@ class _Screen(ast.NodeVisitor):
                 if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
                     return f"use of {bad.rstrip('_.')}"
             parts = normal.split(".")
+            if getter := next((p for p in parts[1:] if p in STRING_GETTERS), None):
+                return f"use of {getter} (getattr by a string)"
             if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
                 return f"private torch API {name}"
             if parts[0] in ROOT_MODULES | {"torch"} or head in self.aliases:  # a module's attributes
@@ -233,6 +245,7 @@ class _Screen(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            self.getattr_calls.add(id(node.func))
             attr = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str) and not attr.value.startswith("_")):
                 self.flag(node, "getattr with a computed or private name")
@@ -482,17 +495,21 @@ def parse_candidate(code: str) -> tuple[ast.Module, int]:
 
     A body is screened as the inside of ``forward``, where it will run.
     """
-    tree = ast.parse(code)
+    tree = parse_untrusted(code)
     defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in {"forward", "ModelNew"} for n in tree.body)
     if defines:
         return tree, 0
     wrapped = "def forward(self, *args, **kwargs):\n" + "\n".join("    " + line for line in code.splitlines())
-    return ast.parse(wrapped), 1
+    return parse_untrusted(wrapped), 1
 
 
 def screen(code: str, allow_compile: bool = False) -> list[Finding]:
-    """Findings for candidate code (empty = nothing forbidden). Raises SyntaxError if unparsable."""
+    """Findings for candidate code (empty = nothing forbidden). Raises SyntaxError if unparsable
+    or nested too deeply to screen."""
     tree, offset = parse_candidate(code)
     visitor = _Screen(allow_compile)
-    visitor.visit(tree)
+    try:
+        visitor.visit(tree)
+    except RecursionError:  # the visitor recurses once per level: a sum of 600 terms was enough
+        raise SyntaxError("nested too deeply to screen") from None
     return [Finding(f.line - offset, f.reason) for f in dict.fromkeys(visitor.findings)]
