@@ -1153,6 +1153,7 @@ def test_legitimate_rewrites_pass(name, body, problem):
 SCREEN_PASSES = [
     "return torch.add(x, x, alpha=0.5)",
     "return getattr(torch, 'relu')(x)",
+    "from typing import Literal, Optional\ndef f(a: 'torch.Tensor', mode: Literal['mean', 'import'] = 'mean') -> Optional['torch.Tensor']:\n    return a\nv: 'int' = 3\nreturn f(x)",
     "import torch.nn.functional as G\nreturn G.relu(x)",
     "from torch import nn\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return nn.functional.relu(x)",
     "def f(x, o=[]):\n    o = o.copy()\n    o.append(1)\n    return x\nclass ModelNew(Model):\n    def forward(self, x):\n        return f(x)",
@@ -1192,6 +1193,14 @@ SCREEN_REJECTS = [
     ("import operator, typing\nmodules = operator.attrgetter('sys.modules')(typing)\nreturn x", "use of attrgetter"),
     ("from operator import methodcaller\nreturn methodcaller('relu')(x)", "use of methodcaller"),
     ("import functools, typing\nm = functools.reduce(getattr, ['sys', 'modules'], typing)\nreturn x", "getattr used as a value"),
+    # annotations are code: a return annotation runs when its def does, and a string annotation
+    # runs when typing.get_type_hints or functools.singledispatch evaluates it (round 5)
+    ("def f() -> exec('import os'):\n    pass\nreturn x", "use of exec"),
+    ("import typing\ndef f(a: \"exec('import os') or int\"):\n    pass\nh = typing.get_type_hints(f)\nreturn x", "use of exec"),
+    ("import typing\ndef f(a: int):\n    pass\nh = typing.get_type_hints(f)\nreturn x", "use of get_type_hints"),
+    ("v: \"__import__('os')\" = 1\nreturn x", "use of __import__"),
+    ("import functools\n@functools.singledispatch\ndef f(a):\n    return a\nreturn f(x)", "use of singledispatch"),
+    ("import typing\nref = typing.get_args(typing.List['int'])[0]\nreturn x", "use of get_args"),
 ]
 
 

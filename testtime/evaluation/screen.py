@@ -91,9 +91,20 @@ FORBIDDEN_NAMES = FORBIDDEN_MODULES | {
     "breakpoint",
     "__builtins__",
 }
-# getattr by a string, under other names: `operator.attrgetter("sys.modules")(typing)` reached
-# the worker's harness past the screen (red team, round 4)
-STRING_GETTERS = {"attrgetter", "methodcaller"}
+# Code or names given as strings, looked up or evaluated elsewhere: getattr by a string under
+# other names (`operator.attrgetter("sys.modules")(typing)` reached the worker's harness past the
+# screen, red team round 4), and what evaluates string annotations (`typing.get_type_hints` and
+# `functools.singledispatch` ran `exec` from an annotation `"exec(...) or int"`, round 5)
+STRING_GETTERS = {
+    "attrgetter",
+    "methodcaller",
+    "get_type_hints",
+    "ForwardRef",
+    "singledispatch",
+    "singledispatchmethod",
+    "get_annotations",
+    "get_args",  # the ForwardRefs inside a generic alias, whose private _evaluate runs their string
+}
 ROOT_MODULES = {"torch", "F", "nn", "math", "functional"}
 ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn"}
 FORBIDDEN_TORCH = (
@@ -196,7 +207,7 @@ class _Screen(ast.NodeVisitor):
         if node.id == "getattr" and id(node) not in self.getattr_calls and not self._user_bound(node.id):
             self.flag(node, "getattr used as a value (its name is then computed where it is called)")
         if node.id in STRING_GETTERS and not self._user_bound(node.id):
-            self.flag(node, f"use of {node.id} (getattr by a string)")
+            self.flag(node, f"use of {node.id} (code or names given as strings)")
         if node.id not in FORBIDDEN_NAMES:
             return
         # Binding such a name makes a variable of the candidate's own (`input = x.contiguous()`);
@@ -225,7 +236,7 @@ class _Screen(ast.NodeVisitor):
                     return f"use of {bad.rstrip('_.')}"
             parts = normal.split(".")
             if getter := next((p for p in parts[1:] if p in STRING_GETTERS), None):
-                return f"use of {getter} (getattr by a string)"
+                return f"use of {getter} (code or names given as strings)"
             if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
                 return f"private torch API {name}"
             if parts[0] in ROOT_MODULES | {"torch"} or head in self.aliases:  # a module's attributes
@@ -288,7 +299,9 @@ class _Screen(ast.NodeVisitor):
             self.visit(expr)  # evaluated in the enclosing scope
         for a in args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]:
             if a.annotation is not None:
-                self.visit(a.annotation)
+                self._annotation(a.annotation)
+        if getattr(node, "returns", None) is not None:  # evaluated when the def runs, like the defaults
+            self._annotation(node.returns)
         self.scopes.append(("function", params | _bindings(body)))
         is_forward = getattr(node, "name", None) == "forward"
         if is_forward:
@@ -298,6 +311,24 @@ class _Screen(ast.NodeVisitor):
         if is_forward:
             self.forward_scopes.pop()
         self.scopes.pop()
+
+    def _annotation(self, expr: ast.expr) -> None:
+        """An annotation, screened as code, and so is every string in it: a string annotation is
+        code that `typing.get_type_hints` and its kin evaluate (``"exec(...) or int"``). A string
+        that does not parse cannot be evaluated either (``Literal["mean"]`` parses, harmlessly)."""
+        self.visit(expr)
+        self._strings_as_code(expr)
+
+    def _strings_as_code(self, expr: ast.expr) -> None:
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                try:
+                    parsed = parse_untrusted(node.value)
+                except SyntaxError:
+                    continue
+                ast.increment_lineno(parsed, node.lineno - 1)
+                for stmt in parsed.body:
+                    self.visit(stmt)
 
     def _is_module(self, node: ast.AST) -> bool:
         """Whether ``node``, used inside a forward, is a module: a name that only imports bind at
@@ -350,9 +381,12 @@ class _Screen(ast.NodeVisitor):
                     self.flag(node, f"forward writes {root.id} (state kept across calls)")
         self.generic_visit(node)
 
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._assign(node)
+        self._strings_as_code(node.annotation)
+
     visit_Assign = _assign
     visit_AugAssign = _assign
-    visit_AnnAssign = _assign
     visit_Delete = _assign
 
 
