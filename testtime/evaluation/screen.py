@@ -95,7 +95,7 @@ FORBIDDEN_NAMES = FORBIDDEN_MODULES | {
 # other names (`operator.attrgetter("sys.modules")(typing)` reached the worker's harness past the
 # screen, red team round 4), and what evaluates string annotations (`typing.get_type_hints` and
 # `functools.singledispatch` ran `exec` from an annotation `"exec(...) or int"`, round 5)
-STRING_GETTERS = {
+STRING_LOOKUPS = {
     "attrgetter",
     "methodcaller",
     "get_type_hints",
@@ -206,7 +206,7 @@ class _Screen(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if node.id == "getattr" and id(node) not in self.getattr_calls and not self._user_bound(node.id):
             self.flag(node, "getattr used as a value (its name is then computed where it is called)")
-        if node.id in STRING_GETTERS and not self._user_bound(node.id):
+        if node.id in STRING_LOOKUPS and not self._user_bound(node.id):
             self.flag(node, f"use of {node.id} (code or names given as strings)")
         if node.id not in FORBIDDEN_NAMES:
             return
@@ -235,7 +235,7 @@ class _Screen(ast.NodeVisitor):
                 if normal.startswith(bad) and not (bad == "torch.compile" and self.allow_compile):
                     return f"use of {bad.rstrip('_.')}"
             parts = normal.split(".")
-            if getter := next((p for p in parts[1:] if p in STRING_GETTERS), None):
+            if getter := next((p for p in parts[1:] if p in STRING_LOOKUPS), None):
                 return f"use of {getter} (code or names given as strings)"
             if parts[0] == "torch" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:]):
                 return f"private torch API {name}"
